@@ -1,0 +1,192 @@
+"""Flat, validated task configurations.
+
+Each task has one flat dataclass whose field names are the task's papermill parameters and
+command-line flags.  A configuration is built in three layers::
+
+    dataclass defaults  <  profile (smoke | cpu | gpu)  <  explicit overrides
+
+Unknown keys and values of the wrong type are rejected with a message that names the field.
+Fields marked ``key=False`` (device, worker counts, ``force``) do not change results and are
+left out of the cache key, so an entry trained on a GPU box is reused by a laptop render.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import difflib
+import types
+import typing
+from typing import Any, ClassVar, Mapping, TypeVar
+
+PROFILES = ("smoke", "cpu", "gpu")
+
+C = TypeVar("C", bound="TaskConfig")
+
+
+class ConfigError(ValueError):
+    """A task parameter is unknown or has the wrong type or value."""
+
+
+def param(default: Any, help: str, *, key: bool = True, choices: tuple | None = None):
+    """Declare a config field with its help text.
+
+    Parameters
+    ----------
+    default
+        Value when neither the profile nor the user sets it.
+    help
+        One line shown by ``--help`` and in the report's parameter tables.
+    key
+        Whether the field is part of the cache key (False for device, workers, ``force``).
+    choices
+        Allowed values, checked on construction.
+    """
+    return dataclasses.field(
+        default=default, metadata={"help": help, "key": key, "choices": choices}
+    )
+
+
+def _allowed_types(annotation: Any) -> tuple[type, ...]:
+    """Concrete Python types accepted for a field annotated as ``annotation``."""
+    if isinstance(annotation, str):  # postponed annotations
+        annotation = eval(annotation, {"Optional": typing.Optional})  # noqa: S307 - own source
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        out: tuple[type, ...] = ()
+        for arg in typing.get_args(annotation):
+            out += _allowed_types(arg)
+        return out
+    if annotation is type(None):
+        return (type(None),)
+    if annotation is float:
+        return (float, int)  # 1 is a fine learning-rate multiplier; bool is rejected below
+    return (annotation,)
+
+
+def _type_name(types_: tuple[type, ...]) -> str:
+    return " or ".join(sorted({"None" if t is type(None) else t.__name__ for t in types_}))
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskConfig:
+    """Base class of the task configs: validation, profiles, cache key, CLI.
+
+    Subclasses are flat frozen dataclasses declared with :func:`param` and set
+    ``PROFILES`` to the per-profile overrides of their defaults.
+    """
+
+    PROFILES: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            allowed = _allowed_types(f.type)
+            if isinstance(value, bool) and bool not in allowed:
+                raise ConfigError(
+                    f"{type(self).__name__}.{f.name} must be {_type_name(allowed)}, got {value!r}"
+                )
+            if not isinstance(value, allowed):
+                raise ConfigError(
+                    f"{type(self).__name__}.{f.name} must be {_type_name(allowed)}, "
+                    f"got {type(value).__name__} {value!r}"
+                )
+            if float in allowed and isinstance(value, int) and not isinstance(value, bool):
+                object.__setattr__(self, f.name, float(value))
+            choices = f.metadata.get("choices")
+            if choices and value not in choices:
+                raise ConfigError(
+                    f"{type(self).__name__}.{f.name} must be one of {list(choices)}, got {value!r}"
+                )
+
+    # -- construction -------------------------------------------------------------------
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def check_keys(cls, keys) -> None:
+        """Raise :class:`ConfigError` naming every key that is not a field of ``cls``."""
+        known = cls.field_names()
+        unknown = [k for k in keys if k not in known]
+        if unknown:
+            hints = []
+            for k in unknown:
+                close = difflib.get_close_matches(k, known, n=1)
+                hints.append(f"{k!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+            raise ConfigError(
+                f"unknown parameter(s) for {cls.__name__}: {', '.join(hints)}. "
+                f"Known parameters: {', '.join(known)}"
+            )
+
+    @classmethod
+    def create(cls: type[C], profile: str | None = None, **overrides: Any) -> C:
+        """Build a config from a profile and explicit overrides.
+
+        Parameters
+        ----------
+        profile
+            ``"smoke"``, ``"cpu"``, ``"gpu"``, or None/``"auto"`` to follow the hardware
+            (``gpu`` when CUDA is available, else ``cpu``).
+        **overrides
+            Field values; ``None`` values are ignored so that a papermill parameters cell
+            can list every field with ``None`` meaning "the profile's value".
+        """
+        overrides = {k: v for k, v in overrides.items() if v is not None}
+        overrides.pop("profile", None)
+        cls.check_keys(overrides)
+        if profile in (None, "auto"):
+            from pneumo.device import default_profile
+
+            profile = default_profile()
+        if profile not in PROFILES:
+            raise ConfigError(f"profile must be one of {list(PROFILES)} or 'auto', got {profile!r}")
+        values = {**cls.PROFILES.get(profile, {}), **overrides, "profile": profile}
+        return cls(**values)
+
+    @classmethod
+    def from_namespace(cls: type[C], namespace: Mapping[str, Any]) -> C:
+        """Build a config from a notebook's globals (the papermill parameters)."""
+        names = cls.field_names()
+        return cls.create(**{k: namespace[k] for k in names if k in namespace})
+
+    @classmethod
+    def from_cli(cls: type[C], argv: list[str] | None = None) -> C:
+        """Build a config from command-line flags, one ``--field value`` per field."""
+        parser = argparse.ArgumentParser(description=cls.__doc__.strip().splitlines()[0], allow_abbrev=False)
+        for f in dataclasses.fields(cls):
+            kind = _allowed_types(f.type)[0]
+            parser.add_argument(
+                f"--{f.name.replace('_', '-')}",
+                dest=f.name,
+                type=_parse_bool if kind is bool else kind,
+                default=None,
+                help=f"{f.metadata.get('help', '')} (default: {f.default!r}, or the profile's)",
+            )
+        args = parser.parse_args(argv)
+        return cls.create(**vars(args))
+
+    # -- use ----------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def key_dict(self) -> dict[str, Any]:
+        """The fields that change results: the part of the config that enters the cache key."""
+        return {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(self)
+            if f.metadata.get("key", True)
+        }
+
+    def replace(self: C, **changes: Any) -> C:
+        type(self).check_keys(changes)
+        return dataclasses.replace(self, **changes)
+
+
+def _parse_bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")

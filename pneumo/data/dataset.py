@@ -1,0 +1,432 @@
+"""The loaded data set: images, one table row per image, splits, summary and fingerprint.
+
+:func:`load_dataset` is the one entry point used by the tasks::
+
+    ds = load_dataset()                      # real data if found, else synthetic phantoms
+    x_train, rows_train = ds.subset("train") # (n, H, W) uint8 and the matching table rows
+
+It chains :func:`~pneumo.data.scan.scan_folder` (layout, labels, patients),
+:func:`~pneumo.data.decode.load_decoded` (decode once, cached on disk) and
+:func:`~pneumo.data.splits.assign_splits` (patient- and duplicate-grouped splits).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pneumo.data.decode import DECODER_VERSION, load_decoded
+from pneumo.data.labels import CLASSES
+from pneumo.data.phantoms import is_phantom_folder, make_phantoms
+from pneumo.data.scan import EXPECTED_LAYOUT, DataLayoutError, check_class_counts, scan_folder
+from pneumo.data.splits import SPLIT_VERSION, SPLITS, assign_splits
+
+__all__ = [
+    "PROJECT_ROOT",
+    "XrayDataset",
+    "locate_data",
+    "default_cache_dir",
+    "load_dataset",
+    "compute_fingerprint",
+]
+
+logger = logging.getLogger(__name__)
+
+#: The folder that holds the ``pneumo`` package (the repository root in a checkout).
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+#: Column order of :attr:`XrayDataset.table`.
+TABLE_COLUMNS = (
+    "path",
+    "relpath",
+    "kaggle_split",
+    "split",
+    "label",
+    "target",
+    "binary",
+    "patient",
+    "group",
+    "sha1",
+    "orig_height",
+    "orig_width",
+    "size",
+    "mtime_ns",
+)
+
+
+def locate_data(path: str | os.PathLike | None = None) -> Path | None:
+    """Find the ``chest_xray`` data folder.
+
+    Parameters
+    ----------
+    path
+        Explicit folder.  When given it must exist.
+
+    Returns
+    -------
+    pathlib.Path or None
+        The first of: ``path``; ``$PNEUMO_DATA``; ``<project root>/data/chest_xray``; or None
+        when none is given and the default folder does not exist.  The layout is not checked
+        here (:func:`~pneumo.data.scan.scan_folder` does that).
+
+    Raises
+    ------
+    DataLayoutError
+        When ``path`` or a non-empty ``$PNEUMO_DATA`` names a folder that does not exist.  A
+        stale setting fails loudly instead of silently falling back to synthetic data.
+    """
+    if path is not None:
+        candidate = Path(path).expanduser()
+        if not candidate.exists():
+            raise DataLayoutError(
+                f"data folder {candidate} does not exist (expected {EXPECTED_LAYOUT})"
+            )
+        return candidate.absolute()
+    env = os.environ.get("PNEUMO_DATA", "").strip()
+    if env:
+        candidate = Path(env).expanduser()
+        if not candidate.exists():
+            raise DataLayoutError(
+                f"$PNEUMO_DATA is {env!r} but {candidate} does not exist (expected "
+                f"{EXPECTED_LAYOUT}); fix or unset it"
+            )
+        return candidate.absolute()
+    default = PROJECT_ROOT / "data" / "chest_xray"
+    if default.is_dir():
+        return default
+    return None
+
+
+def default_cache_dir() -> Path:
+    """``$PNEUMO_CACHE`` if set, else ``<project root>/results``."""
+    env = os.environ.get("PNEUMO_CACHE", "").strip()
+    return Path(env).expanduser().absolute() if env else PROJECT_ROOT / "results"
+
+
+def compute_fingerprint(
+    relpaths, sizes, sha1s, *, resolution: int, val_fraction: float, seed: int
+) -> str:
+    """16-hex-digit identity of a loaded data set, for use as a results cache key.
+
+    Hashes the sorted ``(relpath, size, sha1)`` of every image file, the resolution, the split
+    settings and the decoder/split algorithm versions.  Modification times are left out on
+    purpose: they change when data are copied between machines, while the content (SHA-1)
+    does not, so results computed elsewhere on the same files stay reusable.
+    """
+    files = sorted((str(r), int(s), str(h or "")) for r, s, h in zip(relpaths, sizes, sha1s))
+    payload = {
+        "files": files,
+        "resolution": int(resolution),
+        "val_fraction": round(float(val_fraction), 12),
+        "seed": int(seed),
+        "decoder": DECODER_VERSION,
+        "split": SPLIT_VERSION,
+    }
+    blob = json.dumps(payload, separators=(",", ":"), sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _stats(values: pd.Series) -> dict[str, float]:
+    if values.empty:
+        return {"min": None, "median": None, "max": None}
+    return {
+        "min": int(values.min()),
+        "median": float(values.median()),
+        "max": int(values.max()),
+    }
+
+
+@dataclass
+class XrayDataset:
+    """A decoded chest X-ray data set with leakage-free splits.
+
+    Attributes
+    ----------
+    table : pandas.DataFrame
+        One row per image, row-aligned with :attr:`images`.  Columns: ``path`` (absolute),
+        ``relpath`` (posix, relative to :attr:`root`), ``kaggle_split`` (folder on disk),
+        ``split`` (our ``train``/``val``/``test``), ``label`` (in
+        :data:`~pneumo.data.CLASSES`), ``target`` (0..2), ``binary`` (0/1), ``patient``,
+        ``group`` (patient + duplicate group id; never split), ``sha1`` (of the file bytes),
+        ``orig_height``, ``orig_width``, ``size`` (bytes), ``mtime_ns``.
+    images : numpy.ndarray
+        uint8, shape ``(N, resolution, resolution)``, grey.
+    root : pathlib.Path
+        The data folder.
+    resolution : int
+        Image side in pixels.
+    is_synthetic : bool
+        True for phantom data (:func:`~pneumo.data.make_phantoms`).
+    skipped : list of (str, str)
+        ``(relpath, reason)`` of image files that could not be used (unlabelled, unreadable,
+        truncated).  Paths are relative to :attr:`root`.
+    fingerprint : str
+        See :func:`compute_fingerprint`.
+    val_fraction, seed : float, int
+        Split settings used.
+    split_report : dict
+        Duplicates and dropped files (:meth:`pneumo.data.splits.SplitReport.to_dict`).
+    scan_counts : dict
+        Images per Kaggle folder and class as found on disk (before any dropping).
+    cache_info : dict
+        ``hit`` and ``file`` of the decode cache (not part of :meth:`summary`, which must not
+        depend on whether the cache was warm).
+    """
+
+    table: pd.DataFrame
+    images: np.ndarray
+    root: Path
+    resolution: int
+    is_synthetic: bool
+    skipped: list[tuple[str, str]]
+    fingerprint: str
+    val_fraction: float = 0.15
+    seed: int = 0
+    split_report: dict = field(default_factory=dict)
+    scan_counts: dict = field(default_factory=dict)
+    cache_info: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.images.ndim != 3 or self.images.dtype != np.uint8:
+            raise ValueError(
+                f"images must be uint8 (N, H, W), got {self.images.dtype} {self.images.shape}"
+            )
+        if len(self.table) != len(self.images):
+            raise ValueError(
+                f"table has {len(self.table)} rows but there are {len(self.images)} images"
+            )
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def __repr__(self) -> str:
+        counts = self.table["split"].value_counts()
+        parts = ", ".join(f"{s}={int(counts.get(s, 0))}" for s in SPLITS)
+        kind = "synthetic" if self.is_synthetic else "real"
+        return (
+            f"XrayDataset({kind}, {len(self)} images {self.resolution}px, {parts}, "
+            f"root={str(self.root)!r}, fingerprint={self.fingerprint})"
+        )
+
+    def subset(self, split: str) -> tuple[np.ndarray, pd.DataFrame]:
+        """Images and table rows of one of our splits.
+
+        Parameters
+        ----------
+        split
+            ``"train"``, ``"val"`` or ``"test"``.
+
+        Returns
+        -------
+        images : numpy.ndarray
+            uint8, shape ``(n, resolution, resolution)`` (a copy).
+        rows : pandas.DataFrame
+            The matching table rows, index reset to ``0..n-1``.
+        """
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        mask = (self.table["split"] == split).to_numpy()
+        return self.images[mask], self.table[mask].reset_index(drop=True)
+
+    def summary_table(self) -> pd.DataFrame:
+        """Images per split and class, total, and patients.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Index ``train``, ``val``, ``test`` (name ``split``); integer columns ``normal``,
+            ``bacterial``, ``viral``, ``total``, ``patients``.
+        """
+        counts = pd.crosstab(self.table["split"], self.table["label"])
+        counts = counts.reindex(index=list(SPLITS), columns=list(CLASSES), fill_value=0)
+        counts["total"] = counts.sum(axis=1)
+        patients = self.table.groupby("split")["patient"].nunique()
+        counts["patients"] = patients.reindex(list(SPLITS), fill_value=0)
+        counts.index.name = "split"
+        counts.columns.name = None
+        return counts.astype("int64")
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-able description of the data set, for logs and the report.
+
+        Returns
+        -------
+        dict
+            ``root``, ``is_synthetic``, ``resolution``, ``val_fraction``, ``seed``,
+            ``fingerprint``, ``n_images``; ``counts`` (split -> class/total/patients);
+            ``kaggle_counts`` (folder -> class -> images found on disk); ``patients`` (split ->
+            n); ``duplicates`` (groups and pairs found, pairs kept within each split, how they
+            are handled); ``dropped`` (pool images dropped for leaking into test, by reason,
+            with the files); ``skipped`` (files not used, with reasons); ``original_size``
+            (min/median/max of height and width).
+        """
+        table = self.summary_table()
+        report = self.split_report or {}
+        return {
+            "root": str(self.root),
+            "is_synthetic": bool(self.is_synthetic),
+            "resolution": int(self.resolution),
+            "val_fraction": float(self.val_fraction),
+            "seed": int(self.seed),
+            "fingerprint": self.fingerprint,
+            "n_images": int(len(self)),
+            "counts": {
+                split: {col: int(table.loc[split, col]) for col in table.columns}
+                for split in table.index
+            },
+            "kaggle_counts": self.scan_counts,
+            "patients": {split: int(table.loc[split, "patients"]) for split in table.index},
+            "duplicates": {
+                "groups": report.get("duplicate_groups", 0),
+                "pairs": report.get("duplicate_pairs", 0),
+                "pairs_within_split": report.get("duplicate_pairs_within_split", {}),
+                "joining_patients": report.get("duplicates_joining_patients", 0),
+                "handling": report.get("handling", ""),
+            },
+            "dropped": {
+                "patient_in_test": report.get("dropped_patient_in_test", 0),
+                "duplicate_of_test": report.get("dropped_duplicate_of_test", 0),
+                "patients_in_pool_and_test": report.get("patients_in_pool_and_test", []),
+                "kaggle_val_merged_into_pool": report.get("kaggle_val_merged", 0),
+                "files": report.get("dropped", {}),
+            },
+            "skipped": [{"path": p, "reason": r} for p, r in self.skipped],
+            "original_size": {
+                "height": _stats(self.table["orig_height"]),
+                "width": _stats(self.table["orig_width"]),
+            },
+        }
+
+
+def load_dataset(
+    root: str | os.PathLike | None = None,
+    *,
+    resolution: int = 128,
+    val_fraction: float = 0.15,
+    seed: int = 0,
+    cache_dir: str | os.PathLike | None = None,
+    num_workers: int | None = None,
+) -> XrayDataset:
+    """Scan, decode (once, cached) and split a chest X-ray folder.
+
+    Parameters
+    ----------
+    root
+        The ``chest_xray`` folder.  None: :func:`locate_data`; if that finds nothing, synthetic
+        phantoms are generated in ``<cache_dir>/phantoms`` (once) and used, with a warning.
+    resolution
+        Side of the square images in pixels.
+    val_fraction
+        Fraction of the train pool (Kaggle train + val) moved to our validation split, by
+        patient, stratified by class.
+    seed
+        Seed of the validation draw.
+    cache_dir
+        Where ``decoded/`` (and ``phantoms/``) live.  None: ``$PNEUMO_CACHE`` or
+        ``<project root>/results``.  Must not be inside the data folder.
+    num_workers
+        Decoding processes; None means ``os.cpu_count()``.  Does not change the result.
+
+    Returns
+    -------
+    XrayDataset
+
+    Raises
+    ------
+    DataLayoutError
+        For a missing folder, a wrong layout, or a class left empty (also after skipping
+        unreadable images).
+    ValueError
+        For a bad ``resolution`` or ``val_fraction``, or a cache folder inside the data folder.
+    """
+    if int(resolution) < 8:
+        raise ValueError(f"resolution must be at least 8 pixels, got {resolution!r}")
+    resolution = int(resolution)
+    if cache_dir is None:
+        cache = default_cache_dir()
+    else:
+        cache = Path(cache_dir).expanduser().absolute()
+
+    located = locate_data(root)
+    if located is None:
+        logger.warning(
+            "no chest X-ray data found (no root given, $PNEUMO_DATA unset, %s missing); using "
+            "synthetic phantom data under %s",
+            PROJECT_ROOT / "data" / "chest_xray",
+            cache / "phantoms",
+        )
+        located = make_phantoms(cache / "phantoms", num_workers=num_workers)
+    located = located.absolute()
+    if cache.resolve().is_relative_to(located.resolve()):
+        raise ValueError(
+            f"cache_dir {cache} is inside the data folder {located}; the data folder is read-only"
+        )
+
+    table, skipped = scan_folder(located)
+    skipped = list(skipped)
+    counts = table.groupby(["kaggle_split", "label"]).size()
+    scan_counts = {
+        split: {label: int(counts.get((split, label), 0)) for label in CLASSES}
+        for split in table["kaggle_split"].unique().tolist()
+    }
+
+    images, info = load_decoded(
+        table["path"].tolist(),
+        table["relpath"].tolist(),
+        table["size"].tolist(),
+        table["mtime_ns"].tolist(),
+        resolution,
+        cache,
+        num_workers=num_workers,
+    )
+    table["sha1"] = pd.Series(info["sha1"], index=table.index, dtype=object)
+    table["orig_height"] = np.asarray(info["orig_height"], dtype=np.int64)
+    table["orig_width"] = np.asarray(info["orig_width"], dtype=np.int64)
+    # The fingerprint covers every image file found, readable or not (sha1 of what is there).
+    fingerprint = compute_fingerprint(
+        table["relpath"], table["size"], table["sha1"],
+        resolution=resolution, val_fraction=val_fraction, seed=seed,
+    )
+
+    errors: dict[str, str] = info["errors"]
+    if errors:
+        logger.warning(
+            "skipping %d unreadable image(s) under %s:\n  %s",
+            len(errors),
+            located,
+            "\n  ".join(f"{p}: {r}" for p, r in errors.items()),
+        )
+        skipped.extend(errors.items())
+        table = table[~table["relpath"].isin(errors)]
+        check_class_counts(table, located, when=" after skipping unreadable images")
+
+    table, report = assign_splits(table, val_fraction=val_fraction, seed=seed)
+    keep = table.index.to_numpy()  # positions in the scan order == rows of `images`
+    if len(keep) != len(images) or not np.array_equal(keep, np.arange(len(images))):
+        images = images[keep]
+    table = table.reset_index(drop=True)[list(TABLE_COLUMNS)]
+
+    dataset = XrayDataset(
+        table=table,
+        images=images,
+        root=located,
+        resolution=resolution,
+        is_synthetic=is_phantom_folder(located),
+        skipped=[(str(p), str(r)) for p, r in skipped],
+        fingerprint=fingerprint,
+        val_fraction=float(val_fraction),
+        seed=int(seed),
+        split_report=report.to_dict(),
+        scan_counts=scan_counts,
+        cache_info={"hit": bool(info["cache_hit"]), "file": info["cache_file"], "key": info["key"]},
+    )
+    logger.info("%r\n%s", dataset, dataset.summary_table().to_string())
+    return dataset

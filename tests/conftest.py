@@ -1,0 +1,59 @@
+"""Shared pytest fixtures: a small phantom data set and the real-data location.
+
+``REAL_DATA`` is ``<repo>/../shared/data/chest_xray``; tests that need it use the
+``requires_real_data`` marker (``real_data``) and are skipped where the folder is absent.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+#: The real Kaggle chest X-ray folder (read-only), next to the repository.
+REAL_DATA = (REPO_ROOT / ".." / "shared" / "data" / "chest_xray").resolve()
+
+#: Marker for tests that need :data:`REAL_DATA`: it is the ``real_data`` marker declared in
+#: pyproject.toml (so ``-m "not real_data"`` deselects them), and such tests are skipped by
+#: :func:`pytest_collection_modifyitems` where the folder is absent.
+requires_real_data = pytest.mark.real_data
+
+
+def pytest_collection_modifyitems(config, items):
+    """Skip ``real_data`` tests when :data:`REAL_DATA` does not exist."""
+    if REAL_DATA.is_dir():
+        return
+    skip = pytest.mark.skip(reason=f"real chest X-ray data not found at {REAL_DATA}")
+    for item in items:
+        if "real_data" in item.keywords:
+            item.add_marker(skip)
+
+
+#: Parameters of the session phantom data set: small and fast, but with every folder,
+#: several images per patient and both naming forms of normal images.
+PHANTOM_KWARGS = {"n_per_class": (24, 24, 24), "size": 96, "seed": 7}
+
+
+@pytest.fixture(scope="session")
+def phantom_root(tmp_path_factory) -> Path:
+    """A session-wide phantom ``chest_xray`` folder (72 PNGs, 96 px); treat as read-only."""
+    from pneumo.data import make_phantoms
+
+    return make_phantoms(tmp_path_factory.mktemp("phantoms"), num_workers=1, **PHANTOM_KWARGS)
+
+
+@pytest.fixture(scope="session")
+def real_data() -> Path:
+    """:data:`REAL_DATA`, skipping the test when it is absent."""
+    if not REAL_DATA.is_dir():
+        pytest.skip(f"real chest X-ray data not found at {REAL_DATA}")
+    return REAL_DATA
+
+
+@pytest.fixture(autouse=True)
+def _no_env_data(monkeypatch):
+    """Keep the user's $PNEUMO_DATA / $PNEUMO_CACHE from leaking into tests."""
+    monkeypatch.delenv("PNEUMO_DATA", raising=False)
+    monkeypatch.delenv("PNEUMO_CACHE", raising=False)

@@ -1,0 +1,80 @@
+"""Task configs: profiles, overrides, rejection of unknown keys and wrong types, CLI."""
+
+import dataclasses
+import re
+from pathlib import Path
+
+import pytest
+
+from pneumo.classification import BinaryConfig, MulticlassConfig
+from pneumo.config import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_profile_then_overrides():
+    config = BinaryConfig.create("smoke", epochs=7)
+    assert config.profile == "smoke"
+    assert config.epochs == 7
+    assert config.resolution == BinaryConfig.PROFILES["smoke"]["resolution"]
+
+
+def test_none_means_profile_value():
+    assert BinaryConfig.create("cpu", epochs=None).epochs == BinaryConfig().epochs
+
+
+def test_auto_profile_follows_hardware(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert BinaryConfig.create(None).profile == "cpu"
+    assert BinaryConfig.create("auto").profile == "cpu"
+
+
+def test_unknown_key_is_rejected_with_suggestion():
+    with pytest.raises(ConfigError, match=r"'epoch' \(did you mean 'epochs'\?\)"):
+        BinaryConfig.create("smoke", epoch=3)
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [("epochs", "3"), ("epochs", 2.5), ("augment", 1), ("epochs", True), ("lr", "fast"),
+     ("balance", "oversample")],
+)
+def test_wrong_type_or_value_is_rejected(field, value):
+    with pytest.raises(ConfigError, match=field):
+        BinaryConfig.create("smoke", **{field: value})
+
+
+def test_unknown_profile_is_rejected():
+    with pytest.raises(ConfigError, match="profile must be one of"):
+        BinaryConfig.create("laptop")
+
+
+def test_int_is_accepted_for_float_and_stored_as_float():
+    config = BinaryConfig.create("smoke", lr=1)
+    assert config.lr == 1.0 and isinstance(config.lr, float)
+
+
+def test_key_excludes_device_workers_and_force():
+    a = BinaryConfig.create("smoke", device="cpu", num_workers=1, force=True, cache="/x", data="/d")
+    b = BinaryConfig.create("smoke")
+    assert a.key_dict() == b.key_dict()
+    assert a.key_dict() != BinaryConfig.create("smoke", seed=1).key_dict()
+
+
+def test_cli_flags():
+    config = BinaryConfig.from_cli(["--profile", "smoke", "--epochs", "30", "--augment", "false",
+                                    "--device", "cpu", "--grid-epochs", "2"])
+    assert (config.epochs, config.augment, config.device, config.grid_epochs) == (30, False, "cpu", 2)
+    with pytest.raises(SystemExit):
+        BinaryConfig.from_cli(["--epoch", "3"])
+
+
+@pytest.mark.parametrize("script, cls", [("binary.py", BinaryConfig), ("multiclass.py", MulticlassConfig)])
+def test_parameters_cell_lists_every_field(script, cls):
+    """The papermill parameters of a task script are exactly its config's field names."""
+    text = (ROOT / "tasks" / script).read_text()
+    cell = text.split('# %% tags=["parameters"]')[1].split("# %%")[0]
+    names = re.findall(r"^(\w+) = None$", cell, flags=re.M)
+    assert names == [f.name for f in dataclasses.fields(cls)]
