@@ -1,0 +1,164 @@
+"""Transfer-learning comparator: torchxrayvision's DenseNet-121 pre-trained on chest X-rays.
+
+torchxrayvision downloads its weights on first use.  This study runs offline, so we look
+for the file where torchxrayvision would (``torchxrayvision.utils.get_cache_dir()``,
+``~/.torchxrayvision/models_data/`` by default) and fail fast with
+:class:`XRVWeightsUnavailable` instead of letting the library attempt a download.
+
+Input convention: the wrapper takes *our* normalised input (B, 1, H, W) from
+:func:`pneumo.training.to_model_input`, i.e. ``x = (p/255 - 0.5) / 0.25`` for pixel
+``p``.  torchxrayvision expects ``(2 p/255 - 1) * 1024`` in [-1024, 1024], which is
+exactly ``512 * x``, and 224 x 224 pixels.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+from types import ModuleType
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+log = logging.getLogger(__name__)
+
+DEFAULT_WEIGHTS = "densenet121-res224-all"
+XRV_SCALE = 512.0  # our normalised x -> torchxrayvision's [-1024, 1024] range
+XRV_RESOLUTION = 224
+XRV_EMBEDDING_DIM = 1024
+
+
+class XRVWeightsUnavailable(RuntimeError):
+    """The pre-trained torchxrayvision weights are not in the local cache (and we are offline)."""
+
+
+def _xrv() -> ModuleType:
+    """Import torchxrayvision lazily.
+
+    It is slow to import and calls ``warnings.filterwarnings("ignore")`` at import time,
+    which would silence every warning in the process; ``catch_warnings`` undoes that.
+    """
+    with warnings.catch_warnings():
+        import torchxrayvision
+
+    return torchxrayvision
+
+
+def xrv_weights_path(weights: str = DEFAULT_WEIGHTS, cache_dir: str | Path | None = None) -> Path:
+    """Where torchxrayvision looks for the weights file named ``weights``.
+
+    Parameters
+    ----------
+    weights
+        A key of ``torchxrayvision.models.model_urls`` such as ``'densenet121-res224-all'``.
+    cache_dir
+        Folder to look in; default ``torchxrayvision.utils.get_cache_dir()``
+        (``~/.torchxrayvision/models_data/``), the library's own convention.
+
+    Returns
+    -------
+    pathlib.Path
+        The file path, whether or not the file exists (the file name is the last part
+        of the download URL, as in ``torchxrayvision.models.get_weights``).
+    """
+    xrv = _xrv()
+    if weights not in xrv.models.model_urls:
+        known = sorted(k for k in xrv.models.model_urls if k.startswith("densenet"))
+        raise ValueError(f"unknown torchxrayvision weights {weights!r}; known DenseNet weights: {known}")
+    url = xrv.models.model_urls[weights]["weights_url"]
+    folder = xrv.utils.get_cache_dir() if cache_dir is None else str(cache_dir)
+    return Path(folder).expanduser() / Path(url).name
+
+
+class XRVDenseNet(nn.Module):
+    """DenseNet-121 backbone from torchxrayvision with a fresh linear head, returning logits.
+
+    Parameters
+    ----------
+    net
+        A loaded ``torchxrayvision.models.DenseNet`` whose ``classifier`` is replaced here
+        by ``Linear(1024, num_classes)``.
+    num_classes
+        Number of output logits.
+
+    Notes
+    -----
+    We call the backbone's ``features`` Sequential directly rather than its ``forward``:
+    that skips the library's operating-point normalisation (``op_threshs``), its sigmoid,
+    and its resize/normalisation checks that ``print`` to stdout.
+    """
+
+    def __init__(self, net: nn.Module, num_classes: int):
+        super().__init__()
+        net.classifier = nn.Linear(XRV_EMBEDDING_DIM, num_classes)
+        net.op_threshs = None  # no sigmoid + op_norm: forward returns raw logits
+        net.apply_sigmoid = False
+        self.net = net
+        self.num_classes = num_classes
+
+    @property
+    def head(self) -> nn.Linear:
+        """The trainable classification layer (``net.classifier``)."""
+        return self.net.classifier
+
+    @property
+    def embedding_dim(self) -> int:
+        return XRV_EMBEDDING_DIM
+
+    def features(self, x: Tensor) -> Tensor:
+        """(B, 1024) pooled DenseNet features for our normalised input (B, 1, H, W)."""
+        x = x * XRV_SCALE  # (B, 1, H, W) in [-1024, 1024]
+        if x.shape[-2:] != (XRV_RESOLUTION, XRV_RESOLUTION):
+            # The same resize torchxrayvision's fix_resolution does, without the print.
+            x = F.interpolate(x, size=(XRV_RESOLUTION, XRV_RESOLUTION), mode="bilinear", antialias=True)
+        f = self.net.features(x)  # (B, 1024, 7, 7)
+        f = F.relu(f)
+        return torch.flatten(F.adaptive_avg_pool2d(f, 1), 1)  # (B, 1024)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Logits (B, num_classes)."""
+        return self.net.classifier(self.features(x))
+
+
+def load_xrv_densenet(
+    num_classes: int, weights: str = DEFAULT_WEIGHTS, cache_dir: str | Path | None = None
+) -> XRVDenseNet:
+    """Load the pre-trained torchxrayvision DenseNet-121 with a new ``num_classes`` head.
+
+    Parameters
+    ----------
+    num_classes
+        Outputs of the new linear head.
+    weights
+        torchxrayvision weights name, default ``'densenet121-res224-all'``.
+    cache_dir
+        Folder holding the weights file; default torchxrayvision's cache folder.
+
+    Returns
+    -------
+    XRVDenseNet
+        Takes our normalised (B, 1, H, W) input; ``forward`` gives logits,
+        ``features`` the (B, 1024) embedding.
+
+    Raises
+    ------
+    XRVWeightsUnavailable
+        If the weights file is absent.  No download is attempted: the check happens before
+        ``torchxrayvision.models.DenseNet`` is constructed (which would try one).
+    """
+    path = xrv_weights_path(weights, cache_dir)
+    if not path.is_file():
+        xrv = _xrv()
+        url = xrv.models.model_urls[weights]["weights_url"]
+        raise XRVWeightsUnavailable(
+            f"torchxrayvision weights {weights!r} not found: missing file {path.name!r} in cache "
+            f"folder {str(path.parent)!r}. They cannot be downloaded here (offline). On a machine "
+            f"with internet run `wget {url}` (or create xrv.models.DenseNet(weights={weights!r}) "
+            f"once) and copy the file to {str(path)!r}."
+        )
+    xrv = _xrv()
+    log.info("loading torchxrayvision DenseNet-121 weights from %s", path)
+    net = xrv.models.DenseNet(weights=weights, cache_dir=str(path.parent))
+    return XRVDenseNet(net, num_classes)
