@@ -1,0 +1,457 @@
+"""Task 1: CNN classification of chest X-rays (1a binary, 1b three classes).
+
+The story of :func:`run_classification`:
+
+1. load the decoded data set (patient-grouped train / validation / test splits);
+2. train each variant of the grid on *train*, compare them on *validation* only;
+3. retrain the winner at the full epoch budget when the grid was screened at a smaller one;
+4. choose the 1a decision threshold on validation;
+5. touch *test* once, with the chosen model: metrics with patient-bootstrap CIs,
+   per-image predictions, curves;
+6. publish everything as one cache entry.
+
+Every trained variant is its own cache entry, so an interrupted grid resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from functools import partial
+from typing import Any, Optional
+
+import numpy as np
+import pandas as pd
+import torch
+
+from pneumo.config import PROFILES, TaskConfig, param
+from pneumo.data import BINARY_CLASSES, CLASSES, XrayDataset, load_dataset
+from pneumo.device import configure_threads, pick_device, seed_everything
+from pneumo.metrics import (
+    binary_metrics,
+    choose_threshold,
+    confusion,
+    metrics_table,
+    multiclass_metrics,
+)
+from pneumo.models import architecture_table, build_model, count_parameters
+from pneumo.results import Entry, ResultCache, cache_key
+from pneumo.training import predict_proba, train_classifier
+
+log = logging.getLogger(__name__)
+
+# Modules whose source decides a trained model's numbers (their edits invalidate entries).
+CODE = ["pneumo.classification", "pneumo.data", "pneumo.models", "pneumo.training", "pneumo.metrics"]
+
+
+@dataclasses.dataclass(frozen=True)
+class ClassifierConfig(TaskConfig):
+    """Shared fields of the Task 1 configs (each task's config stays flat)."""
+
+    profile: str = param("cpu", "smoke | cpu | gpu (auto follows the hardware)", choices=PROFILES)
+    data: Optional[str] = param(None, "data folder in Kaggle layout; None: $PNEUMO_DATA, "
+                                "data/chest_xray, else synthetic phantoms", key=False)
+    resolution: int = param(128, "input side in pixels")
+    width: int = param(16, "channels of the first block (doubling per block)")
+    depth: int = param(4, "number of convolution blocks")
+    convs_per_block: int = param(2, "3x3 convolutions per block")
+    dropout: float = param(0.3, "dropout before the classifier head")
+    epochs: int = param(12, "maximum epochs of the final model")
+    grid: str = param("reduced", "variants compared on validation", choices=("none", "reduced", "full"))
+    grid_epochs: int = param(4, "epochs per grid variant (the winner is retrained for `epochs`)")
+    batch_size: int = param(64, "images per step")
+    lr: float = param(2e-3, "peak AdamW learning rate")
+    weight_decay: float = param(1e-4, "AdamW weight decay")
+    warmup_epochs: float = param(1.0, "linear warm-up before cosine decay")
+    patience: int = param(4, "epochs without validation improvement before stopping")
+    balance: str = param("weights", "class imbalance: loss weights, resampling or none",
+                         choices=("weights", "sampling", "none"))
+    augment: bool = param(True, "random affine + intensity augmentation on the device")
+    label_smoothing: float = param(0.0, "cross-entropy label smoothing")
+    val_fraction: float = param(0.15, "share of train patients held out for validation")
+    seed: int = param(0, "seed of splits, initialisation, batches and augmentation")
+    bootstrap: int = param(1000, "patient-bootstrap resamples for confidence intervals")
+    comparators: bool = param(True, "add the torchxrayvision DenseNet-121 when its weights are cached")
+    device: str = param("auto", "auto | cpu | cuda | cuda:N | mps", key=False)
+    num_workers: Optional[int] = param(None, "image decoding processes (None: all cores)", key=False)
+    cache: Optional[str] = param(None, "results folder (None: $PNEUMO_CACHE or results/)", key=False)
+    force: bool = param(False, "recompute even when a cached entry exists", key=False)
+
+
+_SMOKE = dict(resolution=64, width=12, depth=3, epochs=10, grid_epochs=2, grid="reduced", lr=3e-3,
+              batch_size=32, bootstrap=200, patience=4, warmup_epochs=0.5, comparators=False)
+_GPU = dict(resolution=224, width=32, depth=5, epochs=40, grid_epochs=40, grid="full",
+            batch_size=64, patience=8, warmup_epochs=2.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class BinaryConfig(ClassifierConfig):
+    """Task 1a: normal vs pneumonia, VGG-style CNN trained from scratch."""
+
+    PROFILES = {"smoke": _SMOKE, "cpu": {}, "gpu": _GPU}
+
+
+@dataclasses.dataclass(frozen=True)
+class MulticlassConfig(ClassifierConfig):
+    """Task 1b: normal / bacterial / viral, starting from the Task 1a network."""
+
+    init: str = param("binary", "start from the Task 1a network or from scratch",
+                      choices=("binary", "scratch"))
+    epochs: int = param(10, "maximum epochs of the final model")
+    lr: float = param(1e-3, "peak AdamW learning rate (lower: fine-tuning 1a)")
+    label_smoothing: float = param(0.05, "cross-entropy label smoothing")
+
+    PROFILES = {"smoke": _SMOKE, "cpu": {}, "gpu": {**_GPU, "epochs": 30}}
+
+
+# -- the grid --------------------------------------------------------------------------------
+# One factor at a time around the configured baseline: each row changes one design choice.
+def grid_variants(config: ClassifierConfig) -> list[tuple[str, dict[str, Any]]]:
+    """The variants to compare on validation, as ``(name, field changes)``.
+
+    ``reduced`` covers each design axis once (balancing, augmentation, width, resolution);
+    ``full`` adds a second point on the width/depth/resolution axes. 1b inherits 1a's
+    architecture, so its grid measures initialisation, balancing and augmentation. The
+    torchxrayvision transfer comparator joins 1a's grid when ``comparators`` is set (it is
+    skipped, with the reason, when its weights are not cached).
+    """
+    if config.grid == "none":
+        return [("baseline", {})]
+    variants = [("baseline", {})]
+    if isinstance(config, MulticlassConfig) and config.init == "binary":
+        # 1b inherits 1a's architecture; what is left to measure is the initialisation.
+        variants += [("init=scratch", {"init": "scratch"})]
+    other_balance = [b for b in ("weights", "sampling", "none") if b != config.balance]
+    variants += [(f"balance={b}", {"balance": b}) for b in other_balance]
+    variants += [(f"augment={not config.augment}", {"augment": not config.augment})]
+    if isinstance(config, MulticlassConfig):
+        return variants
+    low_res = max(32, (config.resolution * 3 // 4) // 16 * 16)
+    variants += [(f"width={config.width * 3 // 2}", {"width": config.width * 3 // 2})]
+    variants += [(f"resolution={low_res}", {"resolution": low_res})]
+    if config.grid == "full":
+        high_res = config.resolution * 5 // 4 // 16 * 16
+        variants += [(f"depth={config.depth - 1}", {"depth": config.depth - 1})]
+        variants += [(f"width={config.width * 2}", {"width": config.width * 2})]
+        variants += [(f"resolution={high_res}", {"resolution": high_res})]
+    if config.comparators:
+        variants += [("xrv-densenet121", {"arch": "xrv-densenet121", "resolution": 224})]
+    return variants
+
+
+def _task_name(config: ClassifierConfig) -> str:
+    return "binary" if isinstance(config, BinaryConfig) else "multiclass"
+
+
+def _targets(table: pd.DataFrame, task: str) -> np.ndarray:
+    return table["binary" if task == "binary" else "target"].to_numpy()
+
+
+def _select_score(task: str, targets: np.ndarray, proba: np.ndarray) -> dict[str, float]:
+    """Validation metrics used to compare variants."""
+    if task == "binary":
+        m = binary_metrics(targets, proba[:, 1], threshold=choose_threshold(targets, proba[:, 1]))
+    else:
+        m = multiclass_metrics(targets, proba, class_names=CLASSES)
+    return {k: m[k] for k in ("roc_auc", "balanced_accuracy", "accuracy")}
+
+
+# -- one trained variant -------------------------------------------------------------------
+def train_variant(
+    config: ClassifierConfig,
+    data: XrayDataset,
+    *,
+    changes: dict[str, Any],
+    epochs: int,
+    cache: ResultCache,
+    init_state: Optional[dict] = None,
+    init_key: str = "",
+) -> Entry:
+    """Train one variant on *train*, score it on *validation*; cached by its settings.
+
+    Parameters
+    ----------
+    config
+        The task config; ``changes`` are applied on top (``arch`` selects the comparator).
+    data
+        Decoded data set at the variant's resolution.
+    init_state, init_key
+        Optional starting weights (Task 1b from Task 1a) and a string naming them for the key.
+    """
+    task = _task_name(config)
+    arch = changes.get("arch", "vgg")
+    settings = {**config.replace(**{k: v for k, v in changes.items() if k != "arch"}).key_dict(),
+                "arch": arch, "epochs": epochs, "init": init_key}
+    for unused in ("grid", "grid_epochs", "bootstrap", "comparators", "profile"):
+        settings.pop(unused, None)
+    key = cache_key(f"{task}-variant", settings, data.fingerprint, CODE)
+    entry = cache.entry(f"{task}-variant", key)
+    if entry.exists and not config.force:
+        log.info("variant %s: cached at %s", changes or "baseline", entry.path)
+        return entry
+
+    device = pick_device(config.device)
+    seed_everything(config.seed)
+    num_classes = 2 if task == "binary" else 3
+    model = build_model({**settings, "num_classes": num_classes})
+    if init_state is not None:
+        # Task 1b starts from 1a: every layer but the classifier head carries over.
+        body = {k: v for k, v in init_state.items() if not k.startswith("head.")}
+        missing, unexpected = model.load_state_dict(body, strict=False)
+        log.info("initialised from Task 1a (new layers: %s)", missing)
+
+    train_x, train_rows = data.subset("train")
+    val_x, val_rows = data.subset("val")
+    with cache.write(f"{task}-variant", key) as out:
+        with out.phase("train"):
+            result = train_classifier(
+                model, train_x, _targets(train_rows, task), val_x, _targets(val_rows, task),
+                num_classes=num_classes, epochs=epochs, batch_size=settings["batch_size"],
+                lr=settings["lr"], weight_decay=settings["weight_decay"],
+                warmup_epochs=settings["warmup_epochs"], patience=settings["patience"],
+                balance=settings["balance"], augment=settings["augment"],
+                label_smoothing=settings["label_smoothing"], device=device, seed=config.seed,
+            )
+        model.load_state_dict(result.best_state)
+        with out.phase("validate"):
+            val_proba = predict_proba(model, val_x, device=device)
+        out.json("params", settings)
+        out.json("metrics", {**_select_score(task, _targets(val_rows, task), val_proba),
+                             "best_epoch": result.best_epoch, "epochs_run": len(result.history),
+                             "stopped_early": result.stopped_early,
+                             "train_seconds": result.seconds,
+                             "parameters": count_parameters(model)})
+        out.table("history", result.history, top=True)
+        out.arrays(val_proba=val_proba)
+        out.model(result.best_state, {**settings, "num_classes": num_classes})
+    return entry
+
+
+# -- the whole task ------------------------------------------------------------------------
+def run_classification(config: ClassifierConfig, *, compute: bool = True) -> Entry:
+    """Run Task 1a or 1b end to end (or return its cached entry).
+
+    Parameters
+    ----------
+    config
+        A :class:`BinaryConfig` or :class:`MulticlassConfig`.
+    compute
+        False only looks the entry up: the returned entry may not exist.
+
+    Returns
+    -------
+    Entry
+        The task's cache entry; ``entry.metrics`` holds the headline test figures.
+    """
+    configure_threads()
+    task = _task_name(config)
+    cache = ResultCache(config.cache)
+    started = time.perf_counter()
+    data = load_dataset(config.data, resolution=config.resolution, val_fraction=config.val_fraction,
+                        seed=config.seed, cache_dir=cache.root, num_workers=config.num_workers)
+
+    init_state, init_key, binary_entry = None, "", None
+    if isinstance(config, MulticlassConfig) and config.init == "binary":
+        binary_entry = run_classification(binary_config_for(config), compute=compute)
+        if not binary_entry.exists:
+            return binary_entry  # 1b's key depends on the 1a model, which is not computed yet
+        chosen = binary_entry.load_model()
+        # 1b inherits 1a's chosen architecture and resolution, then improves on it.
+        inherit = {k: chosen["config"][k] for k in ("width", "depth", "convs_per_block", "resolution")}
+        if chosen["config"].get("arch", "vgg") == "vgg":
+            config = config.replace(**inherit)
+            init_state, init_key = chosen["state_dict"], binary_entry.path.name
+            if config.resolution != data.resolution:
+                data = _load_like(config, cache)
+
+    key = cache_key(task, {**config.key_dict(), "init": init_key}, data.fingerprint, CODE)
+    entry = cache.entry(task, key)
+    if (entry.exists and not config.force) or not compute:
+        if entry.exists:
+            log.info("%s: cached result at %s", task, entry.path)
+        return entry
+
+    with cache.write(task, key) as out:
+        with out.phase("grid"):
+            grid = _run_grid(config, data, cache, init_state, init_key)
+        winner = grid.iloc[0]
+        log.info("%s: validation chooses %s", task, winner["variant"])
+        changes = _changes_of(config, winner["variant"])
+        final_data = data if changes.get("resolution", config.resolution) == data.resolution \
+            else _load_like(config.replace(resolution=changes["resolution"]), cache)
+        with out.phase("final_training"):
+            final = train_variant(config, final_data, changes=changes, epochs=config.epochs,
+                                  cache=cache, **_init_for(changes, init_state, init_key))
+        with out.phase("test"):
+            summary = _evaluate(config, final, final_data, out)
+        out.json("params", {**config.to_dict(), "init_entry": init_key})
+        out.json("metrics", {**summary, "chosen_variant": winner["variant"],
+                             "data_synthetic": final_data.is_synthetic,
+                             "wall_seconds_total": round(time.perf_counter() - started, 1)})
+        out.json("data_summary", final_data.summary())
+        out.table("data_summary", final_data.summary_table())
+        out.table("grid", grid)
+        out.table("history", final.table("history"), top=True)
+        saved = final.load_model()
+        out.model(saved["state_dict"], saved["config"], task=task)
+        model = build_model(saved["config"])
+        out.table("architecture", architecture_table(
+            model, input_shape=(1, 1, saved["config"]["resolution"], saved["config"]["resolution"])))
+    log.info("%s: result at %s", task, entry.path)
+    return entry
+
+
+def binary_config_for(config: MulticlassConfig) -> BinaryConfig:
+    """The Task 1a config sharing 1b's data, model and training settings.
+
+    1b's own defaults for ``epochs``, ``lr`` and ``label_smoothing`` differ from 1a's on
+    purpose (it fine-tunes), so 1a keeps its profile's values for those.
+    """
+    shared = {f.name: getattr(config, f.name) for f in dataclasses.fields(BinaryConfig)}
+    defaults = BinaryConfig.create(config.profile)
+    for name in ("epochs", "lr", "label_smoothing"):
+        shared[name] = getattr(defaults, name)
+    return BinaryConfig(**shared)
+
+
+def _load_like(config: ClassifierConfig, cache: ResultCache) -> XrayDataset:
+    return load_dataset(config.data, resolution=config.resolution, val_fraction=config.val_fraction,
+                        seed=config.seed, cache_dir=cache.root, num_workers=config.num_workers)
+
+
+def _changes_of(config: ClassifierConfig, variant: str) -> dict[str, Any]:
+    return dict(grid_variants(config))[variant]
+
+
+def _init_for(changes: dict[str, Any], init_state, init_key) -> dict[str, Any]:
+    """Starting weights for a variant: 1a's, unless it trains from scratch or is a comparator."""
+    if changes.get("init") == "scratch" or changes.get("arch", "vgg") != "vgg":
+        return {"init_state": None, "init_key": ""}
+    return {"init_state": init_state, "init_key": init_key}
+
+
+def _run_grid(config, data, cache, init_state, init_key) -> pd.DataFrame:
+    """Train every variant at the screening budget; rank them on validation."""
+    from pneumo.models.xrv import XRVWeightsUnavailable
+
+    rows = []
+    datasets = {data.resolution: data}
+    variants = grid_variants(config)
+    screen_epochs = config.epochs if len(variants) == 1 else min(config.grid_epochs, config.epochs)
+    for name, changes in variants:
+        resolution = changes.get("resolution", config.resolution)
+        if resolution not in datasets:
+            datasets[resolution] = _load_like(config.replace(resolution=resolution), cache)
+        try:
+            entry = train_variant(config, datasets[resolution], changes=changes, epochs=screen_epochs,
+                                  cache=cache, **_init_for(changes, init_state, init_key))
+        except XRVWeightsUnavailable as error:
+            log.warning("variant %s skipped: %s", name, error)
+            rows.append({"variant": name, "status": f"skipped: {error}"})
+            continue
+        m = entry.metrics
+        rows.append({"variant": name, "status": "trained", "val_roc_auc": m["roc_auc"],
+                     "val_balanced_accuracy": m["balanced_accuracy"], "val_accuracy": m["accuracy"],
+                     "best_epoch": m["best_epoch"], "epochs_run": m["epochs_run"],
+                     "train_seconds": m["train_seconds"], "parameters": m["parameters"]})
+    grid = pd.DataFrame(rows)
+    trained = grid[grid["status"] == "trained"].sort_values(
+        ["val_roc_auc", "val_balanced_accuracy"], ascending=False)
+    return pd.concat([trained, grid[grid["status"] != "trained"]], ignore_index=True)
+
+
+def _evaluate(config: ClassifierConfig, final: Entry, data: XrayDataset, out) -> dict[str, Any]:
+    """Score the chosen model once on *test*; write predictions, tables and curves."""
+    from sklearn.metrics import precision_recall_curve, roc_curve
+
+    task = _task_name(config)
+    device = pick_device(config.device)
+    saved = final.load_model()
+    model = build_model(saved["config"])
+    model.load_state_dict(saved["state_dict"])
+    model.to(device)
+
+    val_x, val_rows = data.subset("val")
+    test_x, test_rows = data.subset("test")
+    val_proba = predict_proba(model, val_x, device=device)
+    test_proba = predict_proba(model, test_x, device=device)
+    y_val, y_test = _targets(val_rows, task), _targets(test_rows, task)
+    groups = test_rows["patient"].to_numpy()
+    classes = BINARY_CLASSES if task == "binary" else CLASSES
+
+    summary: dict[str, Any] = {}
+    arrays: dict[str, np.ndarray] = {}
+    if task == "binary":
+        threshold = choose_threshold(y_val, val_proba[:, 1], rule="youden")
+        metric_fn = partial(binary_metrics, threshold=threshold)
+        table = metrics_table(metric_fn, y_test, test_proba[:, 1], groups,
+                              n_boot=config.bootstrap, seed=config.seed).reset_index()
+        predicted = (test_proba[:, 1] >= threshold).astype(int)
+        summary["threshold"] = threshold
+        summary["threshold_rule"] = "Youden's J on validation"
+        _curves(arrays, "test", y_test, test_proba[:, 1])
+        _curves(arrays, "val", y_val, val_proba[:, 1])
+    else:
+        table = metrics_table(partial(multiclass_metrics, class_names=CLASSES), y_test, test_proba, groups,
+                              n_boot=config.bootstrap, seed=config.seed).reset_index()
+        predicted = test_proba.argmax(1)
+        for c, name in enumerate(CLASSES):
+            _curves(arrays, f"test_{name}", (y_test == c).astype(int), test_proba[:, c])
+        # Induced figures: bacterial vs viral among pneumonia images, and sick vs healthy.
+        sick = y_test > 0
+        p_viral = test_proba[sick, 2] / np.clip(test_proba[sick, 1:].sum(1), 1e-12, None)
+        bv = metrics_table(binary_metrics, (y_test[sick] == 2).astype(int),
+                           p_viral, groups[sick], n_boot=config.bootstrap, seed=config.seed).reset_index()
+        out.table("bacterial_vs_viral", bv)
+        _curves(arrays, "test_bacterial_vs_viral", (y_test[sick] == 2).astype(int), p_viral)
+        p_sick = 1 - test_proba[:, 0]
+        induced = metrics_table(binary_metrics, (y_test > 0).astype(int),
+                                p_sick, groups, n_boot=config.bootstrap, seed=config.seed).reset_index()
+        out.table("induced_binary", induced)
+        _curves(arrays, "test_induced_binary", (y_test > 0).astype(int), p_sick)
+        summary["bacterial_vs_viral_roc_auc"] = float(bv.set_index("metric").loc["roc_auc", "value"])
+        summary["induced_binary_roc_auc"] = float(induced.set_index("metric").loc["roc_auc", "value"])
+        summary["induced_binary_accuracy"] = float(induced.set_index("metric").loc["accuracy", "value"])
+
+    out.table("test_metrics", table)
+    cm = confusion(y_test, predicted, len(classes))
+    out.table("confusion", pd.DataFrame(cm, index=classes, columns=classes).rename_axis("true").reset_index())
+    predictions = pd.concat([
+        _prediction_frame(val_rows, val_proba, classes, "val"),
+        _prediction_frame(test_rows, test_proba, classes, "test"),
+    ], ignore_index=True)
+    predictions["predicted"] = np.concatenate([
+        (val_proba[:, 1] >= summary["threshold"]).astype(int) if task == "binary" else val_proba.argmax(1),
+        predicted,
+    ])
+    out.table("predictions", predictions)
+    out.arrays(**arrays)
+    values = table.set_index("metric")["value"]
+    summary.update({f"test_{k}": float(v) for k, v in values.items() if np.isfinite(v)})
+    summary.update({"test_images": int(len(y_test)), "test_patients": int(len(set(groups))),
+                    "train_images": int(len(data.subset("train")[1])),
+                    "val_images": int(len(y_val)), "parameters": count_parameters(model),
+                    "train_seconds": final.metrics["train_seconds"],
+                    "best_epoch": final.metrics["best_epoch"], "variant_entry": final.path.name})
+    return summary
+
+
+def _prediction_frame(rows: pd.DataFrame, proba: np.ndarray, classes, split: str) -> pd.DataFrame:
+    frame = rows[["relpath", "patient", "label"]].copy()
+    frame.insert(0, "split", split)
+    frame["target"] = rows["binary" if len(classes) == 2 else "target"].to_numpy()
+    for c, name in enumerate(classes):
+        frame[f"p_{name}"] = proba[:, c]
+    return frame
+
+
+def _curves(arrays: dict, prefix: str, y: np.ndarray, score: np.ndarray) -> None:
+    from sklearn.metrics import precision_recall_curve, roc_curve
+
+    if len(np.unique(y)) < 2:
+        return
+    fpr, tpr, _ = roc_curve(y, score)
+    precision, recall, _ = precision_recall_curve(y, score)
+    arrays.update({f"{prefix}_fpr": fpr, f"{prefix}_tpr": tpr,
+                   f"{prefix}_precision": precision, f"{prefix}_recall": recall})

@@ -1,0 +1,122 @@
+"""Run task scripts three ways: from the command line, through papermill, and from the report.
+
+A task script (``tasks/<name>.py``) is a jupytext percent script with a ``parameters`` cell
+listing every field of the task's config. :func:`run_task` looks the result up in the cache
+first (a hit costs a data-fingerprint check, seconds) and only then executes the script as a
+notebook through papermill; the executed notebook is stored in the entry.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from pneumo.config import ConfigError, TaskConfig
+from pneumo.results import PROJECT_ROOT, Entry
+
+log = logging.getLogger(__name__)
+
+TASK_DIR = PROJECT_ROOT / "tasks"
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskSpec:
+    """A task: its script, its config class, and the function that computes it."""
+
+    script: Path
+    config: type[TaskConfig]
+    run: Callable[..., Entry]
+
+
+def _tasks() -> dict[str, TaskSpec]:
+    # Imported lazily: `import pneumo.runner` stays cheap for the report's first cell.
+    from pneumo.classification import BinaryConfig, MulticlassConfig, run_classification
+
+    return {
+        "binary": TaskSpec(TASK_DIR / "binary.py", BinaryConfig, run_classification),
+        "multiclass": TaskSpec(TASK_DIR / "multiclass.py", MulticlassConfig, run_classification),
+    }
+
+
+def task_names() -> list[str]:
+    return list(_tasks())
+
+
+def in_notebook() -> bool:
+    """True inside a Jupyter kernel (papermill, Quarto), False in ``python tasks/x.py``."""
+    shell = sys.modules.get("IPython")
+    return bool(shell and shell.get_ipython() is not None)
+
+
+def task_config(cls: type[TaskConfig], namespace: Mapping[str, Any]) -> TaskConfig:
+    """The config of a running task script.
+
+    In a notebook the papermill-injected globals are the parameters; as a plain script
+    the command-line flags are (``python tasks/binary.py --device cuda --epochs 30``).
+    """
+    if in_notebook():
+        return cls.from_namespace(namespace)
+    return cls.from_cli(sys.argv[1:])
+
+
+def setup_logging(level: int = logging.INFO) -> None:
+    """Log lines with time stamps for task scripts (the package itself only logs)."""
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S", stream=sys.stderr, force=True)
+
+
+def run_task(name: str, profile: str | None = None, *, notebook: bool = True, **params: Any) -> Entry:
+    """Return the task's cache entry, computing it through papermill when missing.
+
+    Parameters
+    ----------
+    name
+        ``"binary"``, ``"multiclass"``, ...
+    profile
+        ``"smoke"``, ``"cpu"``, ``"gpu"`` or None (follows the hardware).
+    notebook
+        Execute the task script as a notebook through papermill (keeps the executed notebook
+        in the entry); False computes in this process.
+    **params
+        Any field of the task's config; unknown names are rejected before anything runs.
+    """
+    tasks = _tasks()
+    if name not in tasks:
+        raise ConfigError(f"unknown task {name!r}; tasks: {', '.join(tasks)}")
+    spec = tasks[name]
+    config = spec.config.create(profile, **params)
+    if not config.force:
+        entry = spec.run(config, compute=False)
+        if entry.exists:
+            return entry
+    if not notebook:
+        return spec.run(config)
+    return _run_notebook(spec, config)
+
+
+def _run_notebook(spec: TaskSpec, config: TaskConfig) -> Entry:
+    import jupytext
+    import papermill
+
+    with tempfile.TemporaryDirectory(prefix="pneumo-") as tmp:
+        source = Path(tmp) / f"{spec.script.stem}.ipynb"
+        executed = Path(tmp) / f"{spec.script.stem}.executed.ipynb"
+        notebook = jupytext.read(spec.script)
+        notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                           "language": "python"}
+        jupytext.write(notebook, source)
+        log.info("running %s through papermill", spec.script.name)
+        papermill.execute_notebook(
+            str(source), str(executed), parameters=config.to_dict(), kernel_name="python3",
+            cwd=str(PROJECT_ROOT), progress_bar=False, log_output=False,
+        )
+        entry = spec.run(config.replace(force=False), compute=False)
+        if not entry.exists:
+            raise RuntimeError(f"{spec.script} ran but left no cache entry at {entry.path}")
+        shutil.copy2(executed, entry.path / "notebook.ipynb")
+    return entry

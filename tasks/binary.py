@@ -1,0 +1,74 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Task 1a: healthy or sick?
+#
+# A VGG-style CNN trained from scratch tells normal chest X-rays from pneumonia. A small grid
+# of design variants is trained on *train* and compared on the patient-grouped *validation*
+# split; the winner is tested once. Run it as
+#
+#     python tasks/binary.py --device cuda --epochs 30
+#
+# or through papermill / the report. Every config field is a parameter (None: the profile's).
+
+# %% tags=["parameters"]
+profile = None
+data = None
+resolution = None
+width = None
+depth = None
+convs_per_block = None
+dropout = None
+epochs = None
+grid = None
+grid_epochs = None
+batch_size = None
+lr = None
+weight_decay = None
+warmup_epochs = None
+patience = None
+balance = None
+augment = None
+label_smoothing = None
+val_fraction = None
+seed = None
+bootstrap = None
+comparators = None
+device = None
+num_workers = None
+cache = None
+force = None
+
+# %%
+from pneumo.classification import BinaryConfig, run_classification
+from pneumo.runner import setup_logging, task_config
+
+setup_logging()
+config = task_config(BinaryConfig, globals())
+config
+
+# %% [markdown]
+# Train the grid, choose on validation, test the winner once (or read the cached result).
+
+# %%
+entry = run_classification(config)
+entry.table("grid")
+
+# %% [markdown]
+# Headline test figures with 95% patient-bootstrap confidence intervals.
+
+# %%
+entry.table("test_metrics")
+
+# %%
+print(entry.path)
