@@ -213,6 +213,8 @@ def train_variant(
                 balance=settings["balance"], augment=settings["augment"],
                 label_smoothing=settings["label_smoothing"], device=device, seed=config.seed,
             )
+        if result.interrupted:
+            _rescue(cache, f"{task}-variant-{key}", result, settings)
         model.load_state_dict(result.best_state)
         with out.phase("validate"):
             val_proba = predict_proba(model, val_x, device=device)
@@ -322,6 +324,17 @@ def _load_like(config: ClassifierConfig, cache: ResultCache) -> XrayDataset:
 
 def _changes_of(config: ClassifierConfig, variant: str) -> dict[str, Any]:
     return dict(grid_variants(config))[variant]
+
+
+def _rescue(cache: ResultCache, name: str, result, settings: dict[str, Any]) -> None:
+    """Ctrl-C during training: keep the best weights so far, publish no cache entry."""
+    path = cache.root / "interrupted" / f"{name}.pt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"state_dict": result.best_state, "config": settings,
+                "history": result.history.to_dict("list")}, path)
+    log.warning("interrupted after %d epoch(s): best weights so far saved to %s; no cache entry "
+                "was written, so the next run trains this variant again", len(result.history), path)
+    raise KeyboardInterrupt
 
 
 def _init_for(changes: dict[str, Any], init_state, init_key) -> dict[str, Any]:

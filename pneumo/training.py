@@ -201,6 +201,9 @@ class TrainResult:
         Wall-clock time of the whole call.
     stopped_early
         True when early stopping or a KeyboardInterrupt ended training before ``epochs``.
+    interrupted
+        True when a KeyboardInterrupt ended training: callers must not cache the result as
+        if training had finished.
     """
 
     history: pd.DataFrame
@@ -208,6 +211,7 @@ class TrainResult:
     best_state: dict
     seconds: float
     stopped_early: bool
+    interrupted: bool = False
 
 
 def _cpu_state(model: nn.Module) -> dict[str, Tensor]:
@@ -401,8 +405,8 @@ def train_classifier(
     # The whole data set lives on the device as uint8; batches are index slices of it.
     x_train = _as_uint8_tensor(train_images, device, channels_last)  # (N, 1, H, W) uint8
     x_val = _as_uint8_tensor(val_images, device, channels_last)
-    y_train = torch.as_tensor(np.asarray(train_targets), dtype=torch.long, device=device)  # (N,)
-    y_val = torch.as_tensor(np.asarray(val_targets), dtype=torch.long, device=device)
+    y_train = torch.as_tensor(np.array(train_targets, dtype=np.int64), device=device)  # (N,)
+    y_val = torch.as_tensor(np.array(val_targets, dtype=np.int64), device=device)
     n_train = x_train.shape[0]
     if y_train.shape != (n_train,) or y_val.shape != (x_val.shape[0],):
         raise ValueError("targets must be 1-D and match the number of images")
@@ -432,7 +436,7 @@ def train_classifier(
     history: list[dict[str, float]] = []
     best_row: dict[str, float] | None = None
     best_epoch, best_state = 0, None
-    stopped_early = False
+    stopped_early = interrupted = False
     step = 0
     was_training = model.training
     try:
@@ -517,7 +521,7 @@ def train_classifier(
                 stopped_early = True
                 break
     except KeyboardInterrupt:
-        stopped_early = True
+        stopped_early = interrupted = True
         log.warning("training interrupted after %d completed epoch(s); returning the best state so far "
                     "(epoch %d)", len(history), best_epoch)
     finally:
@@ -534,6 +538,7 @@ def train_classifier(
         best_state=best_state,
         seconds=time.perf_counter() - t_start,
         stopped_early=stopped_early,
+        interrupted=interrupted,
     )
 
 

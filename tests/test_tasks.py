@@ -112,3 +112,28 @@ def test_multiclass_config_shares_settings_with_binary():
     binary = binary_config_for(config)
     assert (binary.width, binary.seed) == (12, 4)
     assert binary.epochs == BinaryConfig.create("smoke").epochs  # 1a keeps its own budget
+
+
+def test_ctrl_c_keeps_weights_but_writes_no_entry(task_phantoms, tmp_path, monkeypatch):
+    """An interrupted training run never becomes a cache entry that looks finished."""
+    import pneumo.training as training
+
+    calls = {"n": 0}
+    real_evaluate = training._evaluate
+
+    def interrupt_in_second_epoch(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real_evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(training, "_evaluate", interrupt_in_second_epoch)
+    config = BinaryConfig.create("smoke", data=str(task_phantoms), cache=str(tmp_path), grid="none",
+                                 device="cpu")
+    with pytest.raises(KeyboardInterrupt):
+        run_classification(config)
+    assert list((tmp_path / "interrupted").glob("*.pt")), "the best weights so far are kept"
+    for task in ("binary", "binary-variant"):
+        folder = tmp_path / task
+        assert not folder.exists() or not [p for p in folder.iterdir() if not p.name.startswith(".")]
+        assert not folder.exists() or not list(folder.iterdir())  # no temporary folder left either
