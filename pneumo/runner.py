@@ -115,8 +115,26 @@ def _run_notebook(spec: TaskSpec, config: TaskConfig) -> Entry:
             str(source), str(executed), parameters=config.to_dict(), kernel_name="python3",
             cwd=str(PROJECT_ROOT), progress_bar=False, log_output=False,
         )
-        entry = spec.run(config.replace(force=False), compute=False)
-        if not entry.exists:
-            raise RuntimeError(f"{spec.script} ran but left no cache entry at {entry.path}")
+        entry = _entry_printed_by(executed)
+        if entry is None or not entry.exists:
+            raise RuntimeError(f"{spec.script} ran but its last cell printed no cache entry path")
         shutil.copy2(executed, entry.path / "notebook.ipynb")
     return entry
+
+
+def _entry_printed_by(notebook_path: Path) -> Entry | None:
+    """The entry whose path the notebook's last code cell printed (the task scripts' contract).
+
+    Reading it from the notebook, rather than recomputing the key here, stays right even when
+    a source file changes while the notebook runs.
+    """
+    import nbformat
+
+    notebook = nbformat.read(notebook_path, as_version=4)
+    code_cells = [cell for cell in notebook.cells if cell.cell_type == "code"]
+    if not code_cells:
+        return None
+    text = "".join(out.get("text", "") for out in code_cells[-1].get("outputs", [])
+                   if out.get("output_type") == "stream" and out.get("name") == "stdout")
+    lines = text.strip().splitlines()
+    return Entry(lines[-1].strip()) if lines else None

@@ -45,6 +45,24 @@ def phantom_root(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def task_phantoms(tmp_path_factory) -> Path:
+    """Default-sized phantoms (600 images), big enough for a smoke model to learn.
+
+    Shared by the task and report tests, together with :func:`task_cache`, so the smoke
+    models are trained once per test session.
+    """
+    from pneumo.data import make_phantoms
+
+    return make_phantoms(tmp_path_factory.mktemp("task-phantoms"), size=128, seed=3)
+
+
+@pytest.fixture(scope="session")
+def task_cache(tmp_path_factory) -> Path:
+    """A results cache shared by every test that runs a task."""
+    return tmp_path_factory.mktemp("task-cache")
+
+
+@pytest.fixture(scope="session")
 def real_data() -> Path:
     """:data:`REAL_DATA`, skipping the test when it is absent."""
     if not REAL_DATA.is_dir():

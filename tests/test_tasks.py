@@ -16,19 +16,6 @@ from conftest import REPO_ROOT
 
 
 @pytest.fixture(scope="session")
-def task_phantoms(tmp_path_factory):
-    """Phantoms big enough for a smoke model to learn (shared by the task tests)."""
-    from pneumo.data import make_phantoms
-
-    return make_phantoms(tmp_path_factory.mktemp("task-phantoms"), size=128, seed=3)
-
-
-@pytest.fixture(scope="session")
-def task_cache(tmp_path_factory):
-    return tmp_path_factory.mktemp("task-cache")
-
-
-@pytest.fixture(scope="session")
 def binary_entry(task_phantoms, task_cache):
     """Task 1a through papermill, as the report runs it."""
     return run_task("binary", "smoke", data=str(task_phantoms), cache=str(task_cache), device="cpu")
