@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import time
 from functools import partial
 from typing import Any, Optional
 
@@ -249,7 +248,6 @@ def run_classification(config: ClassifierConfig, *, compute: bool = True) -> Ent
     configure_threads()
     task = _task_name(config)
     cache = ResultCache(config.cache)
-    started = time.perf_counter()
     data = load_dataset(config.data, resolution=config.resolution, val_fraction=config.val_fraction,
                         seed=config.seed, cache_dir=cache.root, num_workers=config.num_workers)
 
@@ -289,10 +287,9 @@ def run_classification(config: ClassifierConfig, *, compute: bool = True) -> Ent
             summary = _evaluate(config, final, final_data, out)
         out.json("params", {**config.to_dict(), "init_entry": init_key})
         out.json("metrics", {**summary, "chosen_variant": winner["variant"],
-                             "data_synthetic": final_data.is_synthetic,
-                             "wall_seconds_total": round(time.perf_counter() - started, 1)})
+                             "data_synthetic": final_data.is_synthetic})
         out.json("data_summary", final_data.summary())
-        out.table("data_summary", final_data.summary_table())
+        out.table("data_summary", final_data.summary_table().reset_index())
         out.table("grid", grid)
         out.table("history", final.table("history"), top=True)
         saved = final.load_model()
