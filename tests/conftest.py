@@ -75,3 +75,15 @@ def _no_env_data(monkeypatch):
     """Keep the user's $PNEUMO_DATA / $PNEUMO_CACHE from leaking into tests."""
     monkeypatch.delenv("PNEUMO_DATA", raising=False)
     monkeypatch.delenv("PNEUMO_CACHE", raising=False)
+
+
+@pytest.fixture
+def one_thread():
+    """Run small models on one thread: about as fast as two at these sizes, and immune to the
+    OpenMP slowdown (10-100x) when other processes keep the cores busy."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

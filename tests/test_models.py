@@ -20,14 +20,7 @@ from pneumo.models import (
 )
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Run these small models on one thread: about as fast as two at this size, and immune to
-    the OpenMP slowdown (10-100x) when other processes keep the cores busy."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture

@@ -26,14 +26,7 @@ from pneumo.training import (
 CPU = torch.device("cpu")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Run these tiny models on one thread: as fast as two for 32-px inputs, and immune to
-    the OpenMP slowdown (10-100x) when other processes keep the cores busy."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 SIZE = 32
