@@ -65,9 +65,28 @@ def task_config(cls: type[TaskConfig], namespace: Mapping[str, Any]) -> TaskConf
 
 
 def setup_logging(level: int = logging.INFO) -> None:
-    """Log lines with time stamps for task scripts (the package itself only logs)."""
+    """Log lines with time stamps for task scripts (the package itself only logs).
+
+    On the command line, a user error (bad parameter, bad data folder) ends the run with its
+    one-line message instead of a traceback.
+    """
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S", stream=sys.stderr, force=True)
+    if not in_notebook():
+        sys.excepthook = _user_error_hook
+
+
+def _user_error_hook(kind, error, traceback) -> None:
+    from pneumo.data import DataLayoutError
+
+    if issubclass(kind, (ConfigError, DataLayoutError)):
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    if issubclass(kind, KeyboardInterrupt):
+        print("interrupted: finished cache entries are kept, the unfinished one was not written",
+              file=sys.stderr)
+        sys.exit(130)
+    sys.__excepthook__(kind, error, traceback)
 
 
 def run_task(name: str, profile: str | None = None, *, notebook: bool = True, **params: Any) -> Entry:

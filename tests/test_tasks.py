@@ -124,3 +124,15 @@ def test_ctrl_c_keeps_weights_but_writes_no_entry(task_phantoms, tmp_path, monke
         folder = tmp_path / task
         assert not folder.exists() or not [p for p in folder.iterdir() if not p.name.startswith(".")]
         assert not folder.exists() or not list(folder.iterdir())  # no temporary folder left either
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--data", "/no/such/folder"], "does not exist"),
+    (["--balance", "oversample"], "balance must be one of"),
+])
+def test_command_line_user_errors_are_one_line(flags, message):
+    result = subprocess.run([sys.executable, "tasks/binary.py", "--profile", "smoke", *flags],
+                            cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("error: ")
+    assert message in result.stderr and "Traceback" not in result.stderr
