@@ -197,7 +197,7 @@ def train_variant(
     if init_state is not None:
         # Task 1b starts from 1a: every layer but the classifier head carries over.
         body = {k: v for k, v in init_state.items() if not k.startswith("head.")}
-        missing, unexpected = model.load_state_dict(body, strict=False)
+        missing, _ = model.load_state_dict(body, strict=False)
         log.info("initialised from Task 1a (new layers: %s)", missing)
 
     train_x, train_rows = data.subset("train")
@@ -248,10 +248,9 @@ def run_classification(config: ClassifierConfig, *, compute: bool = True) -> Ent
     configure_threads()
     task = _task_name(config)
     cache = ResultCache(config.cache)
-    data = load_dataset(config.data, resolution=config.resolution, val_fraction=config.val_fraction,
-                        seed=config.seed, cache_dir=cache.root, num_workers=config.num_workers)
+    data = _load_like(config, cache)
 
-    init_state, init_key, binary_entry = None, "", None
+    init_state, init_key = None, ""
     if isinstance(config, MulticlassConfig) and config.init == "binary":
         binary_entry = run_classification(binary_config_for(config), compute=compute)
         if not binary_entry.exists:
@@ -315,6 +314,7 @@ def binary_config_for(config: MulticlassConfig) -> BinaryConfig:
 
 
 def _load_like(config: ClassifierConfig, cache: ResultCache) -> XrayDataset:
+    """The decoded data set at the config's resolution and split settings."""
     return load_dataset(config.data, resolution=config.resolution, val_fraction=config.val_fraction,
                         seed=config.seed, cache_dir=cache.root, num_workers=config.num_workers)
 
@@ -373,8 +373,6 @@ def _run_grid(config, data, cache, init_state, init_key) -> pd.DataFrame:
 
 def _evaluate(config: ClassifierConfig, final: Entry, data: XrayDataset, out) -> dict[str, Any]:
     """Score the chosen model once on *test*; write predictions, tables and curves."""
-    from sklearn.metrics import precision_recall_curve, roc_curve
-
     task = _task_name(config)
     device = pick_device(config.device)
     saved = final.load_model()
