@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -70,7 +71,8 @@ def imagefolder_epoch(data_root: Path, config: BinaryConfig, max_images: int) ->
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "chest_xray"))
+    parser.add_argument("--data", default=os.environ.get("PNEUMO_DATA") or str(ROOT.parent / "shared" / "data" / "chest_xray"),
+                        help="Kaggle-layout folder (default: $PNEUMO_DATA, else ../shared/data/chest_xray)")
     parser.add_argument("--profile", default="cpu")
     parser.add_argument("--cache", default=None, help="results folder (default: a fresh temporary one)")
     parser.add_argument("--device", default="auto")
