@@ -438,7 +438,7 @@ def _evaluate(config: ClassifierConfig, final: Entry, data: XrayDataset, out) ->
     values = table.set_index("metric")["value"]
     summary.update({f"test_{k}": float(v) for k, v in values.items() if np.isfinite(v)})
     summary.update({"test_images": int(len(y_test)), "test_patients": int(len(set(groups))),
-                    "train_images": int(len(data.subset("train")[1])),
+                    "train_images": int((data.table["split"] == "train").sum()),
                     "val_images": int(len(y_val)), "parameters": count_parameters(model),
                     "train_seconds": final.metrics["train_seconds"],
                     "best_epoch": final.metrics["best_epoch"], "variant_entry": final.path.name})

@@ -48,9 +48,7 @@ def param(default: Any, help: str, *, key: bool = True, choices: tuple | None = 
 
 
 def _allowed_types(annotation: Any) -> tuple[type, ...]:
-    """Concrete Python types accepted for a field annotated as ``annotation``."""
-    if isinstance(annotation, str):  # postponed annotations
-        annotation = eval(annotation, {"Optional": typing.Optional})  # noqa: S307 - own source
+    """Concrete Python types accepted for a field annotated as ``annotation`` (resolved)."""
     origin = typing.get_origin(annotation)
     if origin in (typing.Union, types.UnionType):
         out: tuple[type, ...] = ()
@@ -79,9 +77,10 @@ class TaskConfig:
     PROFILES: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
 
     def __post_init__(self) -> None:
+        hints = typing.get_type_hints(type(self))  # resolves postponed (string) annotations
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            allowed = _allowed_types(f.type)
+            allowed = _allowed_types(hints[f.name])
             if isinstance(value, bool) and bool not in allowed:
                 raise ConfigError(
                     f"{type(self).__name__}.{f.name} must be {_type_name(allowed)}, got {value!r}"
@@ -154,8 +153,9 @@ class TaskConfig:
     def from_cli(cls: type[C], argv: list[str] | None = None) -> C:
         """Build a config from command-line flags, one ``--field value`` per field."""
         parser = argparse.ArgumentParser(description=cls.__doc__.strip().splitlines()[0], allow_abbrev=False)
+        hints = typing.get_type_hints(cls)
         for f in dataclasses.fields(cls):
-            kind = _allowed_types(f.type)[0]
+            kind = _allowed_types(hints[f.name])[0]
             parser.add_argument(
                 f"--{f.name.replace('_', '-')}",
                 dest=f.name,

@@ -177,9 +177,6 @@ class EntryWriter:
         torch.save({"state_dict": cpu_state, "config": _jsonable(config), **_jsonable(extra)},
                    self.tmp / "model.pt")
 
-    def copy_file(self, source: Path, name: str) -> None:
-        shutil.copy2(source, self.tmp / name)
-
     @contextlib.contextmanager
     def phase(self, name: str) -> Iterator[None]:
         """Time a phase of the computation for the run record."""
@@ -258,9 +255,3 @@ class ResultCache:
             writer.abort()
             raise RuntimeError(f"entry {task}/{key} was written without params.json")
         writer.commit()
-
-    def latest(self, task: str) -> Entry | None:
-        """The most recently completed entry of ``task`` (for exploration, not for reports)."""
-        folder = self.root / task
-        entries = [p for p in folder.glob("*") if not p.name.startswith(".") and (p / "run.json").is_file()]
-        return Entry(max(entries, key=lambda p: (p / "run.json").stat().st_mtime)) if entries else None

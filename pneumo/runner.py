@@ -43,10 +43,6 @@ def _tasks() -> dict[str, TaskSpec]:
     }
 
 
-def task_names() -> list[str]:
-    return list(_tasks())
-
-
 def in_notebook() -> bool:
     """True inside a Jupyter kernel (papermill, Quarto), False in ``python tasks/x.py``."""
     shell = sys.modules.get("IPython")
