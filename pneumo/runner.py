@@ -33,14 +33,32 @@ class TaskSpec:
     run: Callable[..., Entry]
 
 
-def _tasks() -> dict[str, TaskSpec]:
-    # Imported lazily: `import pneumo.runner` stays cheap for the report's first cell.
-    from pneumo.classification import BinaryConfig, MulticlassConfig, run_classification
+#: Every task: its script under ``tasks/``, its config class and the function that computes it
+#: (``module:attribute``, imported only when the task is used, so that ``import pneumo.runner``
+#: stays cheap for the report's first cell).
+TASK_REGISTRY: dict[str, tuple[str, str, str]] = {
+    "binary": ("binary.py", "pneumo.classification:BinaryConfig", "pneumo.classification:run_classification"),
+    "multiclass": ("multiclass.py", "pneumo.classification:MulticlassConfig",
+                   "pneumo.classification:run_classification"),
+    "embeddings": ("embeddings.py", "pneumo.embeddings:EmbeddingsConfig", "pneumo.embeddings:run_embeddings"),
+    "anomaly": ("anomaly.py", "pneumo.anomaly:AnomalyConfig", "pneumo.anomaly:run_anomaly"),
+    "explain": ("explain.py", "pneumo.explain:ExplainConfig", "pneumo.explain:run_explain"),
+}
 
-    return {
-        "binary": TaskSpec(TASK_DIR / "binary.py", BinaryConfig, run_classification),
-        "multiclass": TaskSpec(TASK_DIR / "multiclass.py", MulticlassConfig, run_classification),
-    }
+
+def _attribute(path: str):
+    import importlib
+
+    module, name = path.split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def task_spec(name: str) -> TaskSpec:
+    """The :class:`TaskSpec` of a task in :data:`TASK_REGISTRY`."""
+    if name not in TASK_REGISTRY:
+        raise ConfigError(f"unknown task {name!r}; tasks: {', '.join(TASK_REGISTRY)}")
+    script, config, run = TASK_REGISTRY[name]
+    return TaskSpec(TASK_DIR / script, _attribute(config), _attribute(run))
 
 
 def in_notebook() -> bool:
@@ -91,7 +109,8 @@ def run_task(name: str, profile: str | None = None, *, notebook: bool = True, **
     Parameters
     ----------
     name
-        ``"binary"``, ``"multiclass"``, ...
+        A key of :data:`TASK_REGISTRY`: ``"binary"``, ``"multiclass"``, ``"embeddings"``,
+        ``"anomaly"``, ``"explain"``.
     profile
         ``"smoke"``, ``"cpu"``, ``"gpu"`` or None (follows the hardware).
     notebook
@@ -100,10 +119,7 @@ def run_task(name: str, profile: str | None = None, *, notebook: bool = True, **
     **params
         Any field of the task's config; unknown names are rejected before anything runs.
     """
-    tasks = _tasks()
-    if name not in tasks:
-        raise ConfigError(f"unknown task {name!r}; tasks: {', '.join(tasks)}")
-    spec = tasks[name]
+    spec = task_spec(name)
     config = spec.config.create(profile, **params)
     if not config.force:
         entry = spec.run(config, compute=False)

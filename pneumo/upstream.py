@@ -1,0 +1,94 @@
+"""The Task 1 networks as inputs of later tasks (embeddings, explanations).
+
+Tasks 2 and 4 read the chosen Task 1a and 1b models from the results cache; when an entry is
+missing they compute it first, through the same cache and with the same profile, so that the
+report, a task script and a test all end up with the same networks. A later task's cache
+key includes the Task 1 entry keys (:func:`upstream_keys`): retraining Task 1 invalidates
+everything computed from it.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+from torch import nn
+
+from pneumo.data import XrayDataset, load_dataset
+from pneumo.results import Entry, ResultCache
+
+log = logging.getLogger(__name__)
+
+#: The Task 1 entries later tasks use, by task name.
+CLASSIFIER_TASKS = ("binary", "multiclass")
+
+
+def classifier_entries(
+    profile: str,
+    *,
+    data: str | None = None,
+    cache: str | None = None,
+    device: str = "auto",
+    num_workers: int | None = None,
+    compute: bool = True,
+) -> dict[str, Entry]:
+    """The Task 1a and 1b entries of a profile, computing them when missing.
+
+    Parameters
+    ----------
+    profile
+        Compute profile of the Task 1 configs (``"smoke"``, ``"cpu"``, ``"gpu"``).
+    data, cache, device, num_workers
+        As in every task config; they do not change the Task 1 keys except ``data``.
+    compute
+        False only looks the entries up (they may not exist).
+
+    Returns
+    -------
+    dict
+        ``{"binary": Entry, "multiclass": Entry}``.
+    """
+    from pneumo.classification import BinaryConfig, MulticlassConfig, run_classification
+
+    shared = dict(data=data, cache=cache, device=device, num_workers=num_workers)
+    entries = {}
+    for name, cls in zip(CLASSIFIER_TASKS, (BinaryConfig, MulticlassConfig)):
+        entry = run_classification(cls.create(profile, **shared), compute=compute)
+        if compute:
+            log.info("%s network: %s", name, entry.path)
+        entries[name] = entry
+    return entries
+
+
+def upstream_keys(entries: dict[str, Entry]) -> dict[str, str]:
+    """``{"binary_entry": key, ...}``: the part of a later task's cache key that names its inputs."""
+    return {f"{name}_entry": entry.path.name for name, entry in entries.items()}
+
+
+def load_classifier(entry: Entry, device: torch.device | str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """The chosen network of a Task 1 entry, in eval mode on ``device``, and its config.
+
+    The ``state_dict`` is read with ``weights_only=True``; the config (architecture,
+    resolution, number of classes) comes from the same file.
+    """
+    from pneumo.models import build_model
+
+    saved = entry.load_model()
+    config = dict(saved["config"])
+    model = build_model(config)
+    model.load_state_dict(saved["state_dict"])
+    return model.to(device).eval(), config
+
+
+def entry_dataset(entry: Entry, num_workers: int | None = None) -> XrayDataset:
+    """The decoded data set a Task 1 entry was computed on, at its model's resolution.
+
+    Uses the entry's own data folder and split settings (``val_fraction``, ``seed``), so its
+    train / val / test rows are exactly the network's; the decode cache makes this quick.
+    """
+    params = entry.params
+    resolution = int(entry.load_model()["config"]["resolution"])
+    return load_dataset(params.get("data"), resolution=resolution, val_fraction=params["val_fraction"],
+                        seed=params["seed"], cache_dir=ResultCache(params.get("cache")).root,
+                        num_workers=num_workers if num_workers is not None else params.get("num_workers"))
