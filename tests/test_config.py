@@ -8,6 +8,7 @@ import pytest
 
 from pneumo.classification import BinaryConfig, MulticlassConfig
 from pneumo.config import ConfigError
+from pneumo.runner import TASK_REGISTRY, task_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -71,10 +72,12 @@ def test_cli_flags():
         BinaryConfig.from_cli(["--epoch", "3"])
 
 
-@pytest.mark.parametrize("script, cls", [("binary.py", BinaryConfig), ("multiclass.py", MulticlassConfig)])
-def test_parameters_cell_lists_every_field(script, cls):
-    """The papermill parameters of a task script are exactly its config's field names."""
-    text = (ROOT / "tasks" / script).read_text()
+@pytest.mark.parametrize("task", list(TASK_REGISTRY))
+def test_parameters_cell_lists_every_field(task):
+    """The papermill parameters of every task script are exactly its config's field names."""
+    spec = task_spec(task)
+    cls = spec.config
+    text = spec.script.read_text()
     cell = text.split('# %% tags=["parameters"]')[1].split("# %%")[0]
     names = re.findall(r"^(\w+) = None$", cell, flags=re.M)
     assert names == [f.name for f in dataclasses.fields(cls)]
