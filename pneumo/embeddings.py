@@ -264,7 +264,7 @@ def run_embeddings(config: EmbeddingsConfig, *, compute: bool = True) -> Entry:
     missing = [entry for entry in networks.values() if not entry.exists]
     if missing:
         return missing[0]  # not computed yet (compute=False): nothing to look up
-    data_1a = entry_dataset(networks["binary"], config.num_workers)
+    data_1a = entry_dataset(networks["binary"], config.num_workers, data=config.data, cache=config.cache)
     key = cache_key("embeddings", {**config.key_dict(), **upstream_keys(networks)}, data_1a.fingerprint, CODE)
     cache = ResultCache(config.cache)
     entry = cache.entry("embeddings", key)
@@ -274,7 +274,8 @@ def run_embeddings(config: EmbeddingsConfig, *, compute: bool = True) -> Entry:
     device = pick_device(config.device)
     with cache.write("embeddings", key) as out:
         with out.phase("features"):
-            data_1b = entry_dataset(networks["multiclass"], config.num_workers)
+            data_1b = entry_dataset(networks["multiclass"], config.num_workers, data=config.data,
+                                    cache=config.cache)
             if not data_1b.table["relpath"].equals(data_1a.table["relpath"]):
                 raise RuntimeError("the Task 1a and 1b data sets list different images")
             features = {

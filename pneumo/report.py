@@ -62,7 +62,7 @@ __all__ = [
 ]
 
 #: The report's tasks, in section order.
-TASKS = ("binary", "multiclass")
+TASKS = ("binary", "multiclass", "embeddings", "anomaly", "explain")
 
 #: Quarto's project output, as configured in ``_quarto.yml``.
 OUTPUT_DIR = PROJECT_ROOT / "_output" / "report"

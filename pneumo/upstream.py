@@ -81,14 +81,39 @@ def load_classifier(entry: Entry, device: torch.device | str = "cpu") -> tuple[n
     return model.to(device).eval(), config
 
 
-def entry_dataset(entry: Entry, num_workers: int | None = None) -> XrayDataset:
+def entry_dataset(entry: Entry, num_workers: int | None = None, *, data: str | None = None,
+                  cache: str | None = None) -> XrayDataset:
     """The decoded data set a Task 1 entry was computed on, at its model's resolution.
 
-    Uses the entry's own data folder and split settings (``val_fraction``, ``seed``), so its
-    train / val / test rows are exactly the network's; the decode cache makes this quick.
+    Uses the entry's split settings (``val_fraction``, ``seed``), so its train / val / test
+    rows are exactly the network's; the decode cache makes this quick.
+
+    Parameters
+    ----------
+    entry
+        A Task 1 entry.
+    num_workers
+        Decoding processes (None: the entry's setting, else all cores).
+    data, cache
+        The calling task's data folder and results folder; None falls back to the entry's
+        own (which are None when Task 1 ran through ``$PNEUMO_DATA`` / ``$PNEUMO_CACHE``).
+
+    Raises
+    ------
+    RuntimeError
+        When the images found are not the ones the network was evaluated on (another data
+        folder, or files changed since): results would silently mix data sets otherwise.
     """
     params = entry.params
     resolution = int(entry.load_model()["config"]["resolution"])
-    return load_dataset(params.get("data"), resolution=resolution, val_fraction=params["val_fraction"],
-                        seed=params["seed"], cache_dir=ResultCache(params.get("cache")).root,
-                        num_workers=num_workers if num_workers is not None else params.get("num_workers"))
+    dataset = load_dataset(data if data is not None else params.get("data"), resolution=resolution,
+                           val_fraction=params["val_fraction"], seed=params["seed"],
+                           cache_dir=ResultCache(cache if cache is not None else params.get("cache")).root,
+                           num_workers=num_workers if num_workers is not None else params.get("num_workers"))
+    expected = entry.json("data_summary").get("fingerprint")
+    if expected and dataset.fingerprint != expected:
+        raise RuntimeError(
+            f"the data found at {dataset.root} (fingerprint {dataset.fingerprint}) are not the data "
+            f"the Task 1 network in {entry.path} was evaluated on (fingerprint {expected}); pass the "
+            "same data folder (--data or $PNEUMO_DATA) as that run")
+    return dataset

@@ -115,3 +115,14 @@ def test_knn_is_chosen_on_validation_only(task_phantoms, task_cache, monkeypatch
         winner = pair.iloc[0]
         assert winner["val_balanced_accuracy"] == best
         assert (winner["k"], winner["distance"], winner["scaling"]) == (row.k, row.distance, row.scaling)
+
+
+def test_upstream_data_must_be_the_networks_data(embeddings_entry, task_phantoms, task_cache, phantom_root):
+    """Reading a Task 1 network's images from another folder is an error, not a silent mix-up."""
+    from pneumo.upstream import entry_dataset
+
+    networks = classifier_entries("smoke", data=str(task_phantoms), cache=str(task_cache), compute=False)
+    same = entry_dataset(networks["binary"], data=str(task_phantoms), cache=str(task_cache))
+    assert same.fingerprint == networks["binary"].json("data_summary")["fingerprint"]
+    with pytest.raises(RuntimeError, match="not the data"):
+        entry_dataset(networks["binary"], data=str(phantom_root), cache=str(task_cache))

@@ -112,7 +112,7 @@ def test_command_line_computes_and_explains_quarto(report_env, executed, monkeyp
     assert report.main(["--profile", "smoke"]) == 0
     out = capsys.readouterr().out
     assert "https://quarto.org/docs/get-started/" in out and "quarto render" in out
-    assert "binary:" in out and "multiclass:" in out
+    assert all(f"{name}:" in out for name in report.TASKS)
 
 
 # -- structure ----------------------------------------------------------------------------------
