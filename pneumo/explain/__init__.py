@@ -1,0 +1,476 @@
+"""Task 4: what drives the decisions of the Task 1a and 1b networks, down to single channels.
+
+The story of :func:`run_explain`:
+
+1. read the chosen Task 1a ("binary") and 1b ("multiclass") networks from the results cache
+   (computing them first when missing) and the data set they were trained on;
+2. choose test images: for each class, images the 1b network got right and images it got
+   wrong, at random with a fixed seed (the same images for both networks);
+3. attribution maps of the class each network predicted: Grad-CAM at every block (the last
+   block is "Grad-CAM"), integrated gradients, SHAP (expected gradients);
+4. sanity checks: model-parameter randomisation (cascading, rank correlation per method) and
+   deletion / insertion curves against a random pixel order;
+5. where the attribution falls: share inside a lung-field template, in the border frame, and
+   elsewhere; for Grad-CAM also on every test image;
+6. layers and neurons of one network: first-layer filters, activation maximisation and the
+   most exciting training patches of a few channels per block, and the last-block channels
+   that separate the classes;
+7. publish everything as one cache entry.
+
+Nothing here chooses a model or a threshold: the networks are Task 1's, and the test images
+are only looked at.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any, Optional
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from pneumo.config import PROFILES, TaskConfig, param
+from pneumo.data import BINARY_CLASSES, CLASSES, XrayDataset, load_dataset
+from pneumo.device import configure_threads, pick_device, seed_everything
+from pneumo.explain.attribution import (
+    GradCAM,
+    ShapGradient,
+    attribute_all,
+    block_layers,
+    integrated_gradients,
+    require_vgg,
+)
+from pneumo.explain.lungs import LungTemplate, region_shares
+from pneumo.explain.neurons import (
+    activation_maximisation,
+    channel_statistics,
+    class_separating_channels,
+    first_layer_filters,
+    receptive_fields,
+    top_patches,
+)
+from pneumo.explain.sanity import (
+    curve_auc,
+    perturbation_curves,
+    randomisation_stages,
+    randomised_copy,
+    rank_correlation,
+)
+from pneumo.results import Entry, ResultCache, cache_key
+from pneumo.training import to_model_input
+from pneumo.upstream import classifier_entries, load_classifier, upstream_keys
+
+log = logging.getLogger(__name__)
+
+__all__ = ["ExplainConfig", "run_explain", "choose_images", "mean_ci", "METHODS", "METHOD_NAMES",
+           "GradCAM", "integrated_gradients", "ShapGradient", "LungTemplate", "region_shares",
+           "randomised_copy", "perturbation_curves"]
+
+# Modules whose source decides the numbers (the networks themselves enter through their keys).
+CODE = ["pneumo.explain", "pneumo.data", "pneumo.models", "pneumo.training"]
+
+#: The attribution methods compared, in table order.
+METHODS = ("gradcam", "integrated_gradients", "shap")
+METHOD_NAMES = {"gradcam": "Grad-CAM", "integrated_gradients": "Integrated gradients", "shap": "SHAP",
+                "random": "random order"}
+#: The two networks, by Task 1 name.
+NETWORKS = ("binary", "multiclass")
+
+
+@dataclasses.dataclass(frozen=True)
+class ExplainConfig(TaskConfig):
+    """Task 4: attribution maps, sanity checks, lung-field share, layers and neurons."""
+
+    profile: str = param("cpu", "smoke | cpu | gpu (auto follows the hardware)", choices=PROFILES)
+    data: Optional[str] = param(None, "data folder in Kaggle layout; None: $PNEUMO_DATA, "
+                                "data/chest_xray, else synthetic phantoms", key=False)
+    per_group: int = param(2, "test images per class and outcome (correct / misclassified by 1b)")
+    ig_steps: int = param(32, "integrated-gradients path points")
+    shap_samples: int = param(32, "SHAP gradient samples per image")
+    shap_background: int = param(32, "training images in the SHAP background")
+    sanity_images: int = param(4, "images in the randomisation test (0: all chosen images)")
+    perturbation_steps: int = param(16, "points of the deletion / insertion curves")
+    random_orders: int = param(2, "random pixel orders averaged for the baseline curves")
+    all_test_gradcam: bool = param(True, "Grad-CAM lung share on every test image, not only the chosen")
+    lung_quantile: float = param(0.35, "share of inner pixels taken as lung by the template")
+    neuron_network: str = param("multiclass", "network whose layers and neurons are shown",
+                                choices=NETWORKS)
+    neuron_channels: int = param(4, "channels per block shown (feature visualisation, patches)")
+    patch_images: int = param(512, "training images scanned for channel statistics and patches")
+    top_patches: int = param(4, "most exciting patches per channel")
+    maxact_steps: int = param(64, "activation-maximisation steps")
+    class_channels: int = param(3, "last-block channels per class in the class summary")
+    seed: int = param(0, "seed of image choice, SHAP sampling, randomisation and orders")
+    bootstrap: int = param(1000, "patient-bootstrap resamples for confidence intervals")
+    device: str = param("auto", "auto | cpu | cuda | cuda:N | mps", key=False)
+    num_workers: Optional[int] = param(None, "image decoding processes (None: all cores)", key=False)
+    cache: Optional[str] = param(None, "results folder (None: $PNEUMO_CACHE or results/)", key=False)
+    force: bool = param(False, "recompute even when a cached entry exists", key=False)
+
+    PROFILES = {
+        "smoke": dict(per_group=1, ig_steps=8, shap_samples=8, shap_background=8, sanity_images=2,
+                      perturbation_steps=8, random_orders=1, neuron_channels=2, patch_images=96,
+                      top_patches=3, maxact_steps=16, class_channels=2, bootstrap=200),
+        "cpu": {},
+        "gpu": dict(per_group=4, ig_steps=64, shap_samples=128, shap_background=64, sanity_images=0,
+                    perturbation_steps=32, random_orders=5, neuron_channels=6, patch_images=4096,
+                    maxact_steps=256, class_channels=4),
+    }
+
+
+# -- statistics ----------------------------------------------------------------------------------
+def mean_ci(values, groups, *, n_boot: int = 1000, seed: int = 0) -> tuple[float, float, float]:
+    """Mean of ``values`` with a 95% patient-bootstrap percentile interval.
+
+    Patients (``groups``) are resampled with replacement, so several images of one patient
+    move together. NaN values are ignored.
+    """
+    values = np.asarray(values, np.float64)
+    groups = np.asarray(groups)
+    keep = np.isfinite(values)
+    values, groups = values[keep], groups[keep]
+    if len(values) == 0:
+        return float("nan"), float("nan"), float("nan")
+    codes, index = np.unique(groups, return_inverse=True)
+    sums = np.bincount(index, weights=values, minlength=len(codes))
+    counts = np.bincount(index, minlength=len(codes)).astype(np.float64)
+    rng = np.random.default_rng(seed)
+    draws = rng.multinomial(len(codes), np.full(len(codes), 1 / len(codes)), size=n_boot)  # (B, P)
+    boot = (draws @ sums) / np.maximum(draws @ counts, 1)
+    low, high = np.percentile(boot, [2.5, 97.5]) if n_boot else (np.nan, np.nan)
+    return float(values.mean()), float(low), float(high)
+
+
+def _summary_row(frame: pd.DataFrame, column: str, config: ExplainConfig) -> dict[str, float]:
+    value, low, high = mean_ci(frame[column], frame["patient"], n_boot=config.bootstrap, seed=config.seed)
+    return {"value": value, "ci_low": low, "ci_high": high, "n": int(frame[column].notna().sum())}
+
+
+# -- choosing the test images --------------------------------------------------------------------
+def choose_images(predictions: pd.DataFrame, per_group: int, *, seed: int = 0) -> pd.DataFrame:
+    """Test images per true class and outcome (correct / misclassified), chosen at random.
+
+    Parameters
+    ----------
+    predictions
+        The Task 1b ``predictions`` table.
+    per_group
+        Images per (class, outcome); fewer when a group is smaller. No patient appears twice.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``relpath, patient, label, outcome`` rows, ordered by class then outcome.
+    """
+    test = predictions[predictions["split"] == "test"].copy()
+    test["outcome"] = np.where(test["target"] == test["predicted"], "correct", "misclassified")
+    rng = np.random.default_rng(seed)
+    parts, used = [], set()
+    for label in CLASSES:
+        for outcome in ("correct", "misclassified"):
+            group = test[(test["label"] == label) & (test["outcome"] == outcome) & ~test["patient"].isin(used)]
+            group = group.sample(frac=1.0, random_state=int(rng.integers(2**31))).drop_duplicates("patient")
+            parts.append(group.head(per_group))
+            used.update(parts[-1]["patient"])
+    chosen = pd.concat(parts, ignore_index=True)
+    return chosen[["relpath", "patient", "label", "outcome"]]
+
+
+def _network_dataset(entry: Entry, config: ExplainConfig) -> XrayDataset:
+    """The data set a Task 1 entry was computed on, at its model's resolution.
+
+    Like :func:`pneumo.upstream.entry_dataset`, but the data folder and cache are this task's
+    (the entry was looked up with them, so they hold its data; the entry's own ``data`` may be
+    None when it was computed through ``$PNEUMO_DATA``).
+    """
+    params = entry.params
+    resolution = int(entry.load_model()["config"]["resolution"])
+    return load_dataset(config.data, resolution=resolution, val_fraction=params["val_fraction"],
+                        seed=params["seed"], cache_dir=ResultCache(config.cache).root,
+                        num_workers=config.num_workers)
+
+
+def _rows_for(dataset: XrayDataset, relpaths) -> np.ndarray:
+    position = pd.Series(np.arange(len(dataset.table)), index=dataset.table["relpath"])
+    missing = [r for r in relpaths if r not in position.index]
+    if missing:
+        raise KeyError(f"images not in the data set at {dataset.root}: {missing[:3]}")
+    return position.loc[list(relpaths)].to_numpy()
+
+
+def _as_input(images: np.ndarray, device) -> torch.Tensor:
+    return to_model_input(torch.as_tensor(np.ascontiguousarray(images)).to(device))  # (N, 1, H, W)
+
+
+# -- the task ------------------------------------------------------------------------------------
+def run_explain(config: ExplainConfig, *, compute: bool = True) -> Entry:
+    """Run Task 4 end to end (or return its cached entry).
+
+    Parameters
+    ----------
+    config
+        An :class:`ExplainConfig`.
+    compute
+        False only looks the entry up: the returned entry may not exist (also when the Task 1
+        networks are not computed yet).
+
+    Returns
+    -------
+    Entry
+        The task's cache entry; ``entry.metrics`` holds the headline figures.
+    """
+    configure_threads()
+    cache = ResultCache(config.cache)
+    entries = classifier_entries(config.profile, data=config.data, cache=config.cache, device=config.device,
+                                 num_workers=config.num_workers, compute=compute)
+    if not all(e.exists for e in entries.values()):
+        return cache.entry("explain", "pending-task1")
+    datasets = {name: _network_dataset(e, config) for name, e in entries.items()}
+    fingerprint = "+".join(sorted({d.fingerprint for d in datasets.values()}))
+    key = cache_key("explain", {**config.key_dict(), **upstream_keys(entries)}, fingerprint, CODE)
+    entry = cache.entry("explain", key)
+    if (entry.exists and not config.force) or not compute:
+        if entry.exists:
+            log.info("explain: cached result at %s", entry.path)
+        return entry
+
+    device = pick_device(config.device)
+    seed_everything(config.seed)
+    chosen = choose_images(entries["multiclass"].table("predictions"), config.per_group, seed=config.seed)
+    log.info("explain: %d test images chosen", len(chosen))
+    tables: dict[str, list[pd.DataFrame]] = {}
+    arrays: dict[str, np.ndarray] = {}
+    metrics: dict[str, Any] = {}
+    models = {}
+
+    with cache.write("explain", key) as out:
+        for name in NETWORKS:
+            model, mcfg = load_classifier(entries[name], device)
+            require_vgg(model)
+            models[name] = (model, mcfg)
+            _explain_network(name, model, entries[name], datasets[name], chosen, config, device, out,
+                             tables, arrays, metrics)
+        with out.phase("neurons"):
+            model, _ = models[config.neuron_network]
+            _neurons(model, datasets[config.neuron_network], config, device, tables, arrays, metrics)
+
+        chosen_table = pd.concat(tables.pop("chosen"), axis=1)
+        chosen_table = chosen_table.loc[:, ~chosen_table.columns.duplicated()]
+        out.table("images", chosen_table)
+        for table_name, parts in tables.items():
+            out.table(table_name, pd.concat(parts, ignore_index=True))
+        methods = _method_table(tables, config)
+        out.table("methods", methods)
+        # Headline figures (means over the chosen images) for metrics.json.
+        for row in methods.itertuples():
+            for column in ("rho_all", "deletion_auc", "insertion_auc", "lungs", "border"):
+                value = getattr(row, column, float("nan"))
+                if np.isfinite(value):
+                    metrics[f"{row.network}_{row.method}_{column}"] = float(value)
+        if "test_gradcam_regions" in tables:
+            every = pd.concat(tables["test_gradcam_regions"], ignore_index=True)
+            for network, part in every.groupby("network"):
+                metrics[f"{network}_test_gradcam_lungs"] = float(part["lungs"].mean())
+                metrics[f"{network}_test_gradcam_border"] = float(part["border"].mean())
+        out.arrays(**arrays)
+        out.json("params", {**config.to_dict(), **upstream_keys(entries)})
+        out.json("metrics", {**metrics, "images": int(len(chosen)),
+                             "data_synthetic": bool(datasets["multiclass"].is_synthetic),
+                             "resolution": int(datasets["multiclass"].resolution)})
+    log.info("explain: result at %s", entry.path)
+    return entry
+
+
+def _explain_network(name, model, entry, dataset, chosen, config, device, out, tables, arrays, metrics):
+    """Attributions, randomisation test, perturbation curves and lung shares of one network."""
+    classes = BINARY_CLASSES if name == "binary" else CLASSES
+    with out.phase(f"{name}_attributions"):
+        predictions = entry.table("predictions")
+        test = predictions[predictions["split"] == "test"].set_index("relpath").loc[chosen["relpath"]]
+        targets = test["predicted"].astype(int).to_numpy()
+        proba = test[[f"p_{c}" for c in classes]].to_numpy()
+        part = chosen.copy()
+        part[f"{name}_predicted"] = [classes[t] for t in targets]
+        part[f"{name}_p_predicted"] = proba[np.arange(len(targets)), targets]
+        part[f"{name}_correct"] = (test["target"].to_numpy() == targets)
+        tables.setdefault("chosen", []).append(part)
+
+        images = dataset.images[_rows_for(dataset, chosen["relpath"])]  # (N, H, W) uint8
+        x = _as_input(images, device)
+        train_x, train_rows = dataset.subset("train")
+        rng = np.random.default_rng(config.seed)
+        background = _as_input(train_x[np.sort(rng.choice(len(train_x), min(config.shap_background, len(train_x)),
+                                                       replace=False))], device)
+        shap = ShapGradient(config.shap_samples, random_state=config.seed).fit(model, background)
+        maps = attribute_all(model, x, targets, ig_steps=config.ig_steps, shap=shap,
+                             methods=("gradcam_blocks", "integrated_gradients", "shap"))
+        maps = {k: v.float().cpu().numpy() for k, v in maps.items()}
+        arrays[f"{name}_images"] = images
+        arrays[f"{name}_targets"] = targets
+        for method, m in maps.items():
+            arrays[f"{name}_{method}"] = m.astype(np.float32)
+
+    with out.phase(f"{name}_lungs"):
+        template = LungTemplate(quantile=config.lung_quantile).fit(train_x)
+        regions = template.regions()
+        arrays[f"{name}_lung_mask"], arrays[f"{name}_border_mask"] = template.mask_, template.border_
+        arrays[f"{name}_mean_image"] = template.mean_image_.astype(np.float32)
+        metrics[f"{name}_lung_area"] = float(template.mask_.mean())
+        metrics[f"{name}_border_area"] = float(template.border_.mean())
+        rows = []
+        for method, m in maps.items():
+            shares = region_shares(m, regions)
+            for i in range(len(chosen)):
+                rows.append({"network": name, "method": method, "relpath": chosen["relpath"].iloc[i],
+                             "patient": chosen["patient"].iloc[i], "label": chosen["label"].iloc[i],
+                             "outcome": chosen["outcome"].iloc[i],
+                             **{region: float(v[i]) for region, v in shares.items()}})
+        tables.setdefault("regions", []).append(pd.DataFrame(rows))
+        if config.all_test_gradcam:
+            tables.setdefault("test_gradcam_regions", []).append(
+                _all_test_gradcam(name, model, dataset, predictions, regions, device))
+
+    with out.phase(f"{name}_randomisation"):
+        n = len(chosen) if config.sanity_images <= 0 else min(config.sanity_images, len(chosen))
+        # Spread the images over the groups (the chosen table is ordered by class and outcome).
+        pick = np.unique(np.linspace(0, len(chosen) - 1, n).round().astype(int))
+        stages = randomisation_stages(model)
+        rows = []
+        for s in tqdm(range(1, len(stages) + 1), desc=f"{name}: randomisation stages"):
+            twin = randomised_copy(model, s, random_state=config.seed + s)
+            twin_shap = ShapGradient(config.shap_samples, random_state=config.seed).fit(twin, background)
+            random_maps = attribute_all(twin, x[pick], targets[pick], ig_steps=config.ig_steps, shap=twin_shap)
+            for method in METHODS:
+                rm = random_maps[method].float().cpu().numpy()
+                rho = rank_correlation(maps[method][pick], rm)
+                for j, i in enumerate(pick):
+                    rows.append({"network": name, "method": method, "stage": s,
+                                 "randomised": "+".join(stages[:s]) if s < len(stages) else "all layers",
+                                 "relpath": chosen["relpath"].iloc[i], "patient": chosen["patient"].iloc[i],
+                                 "rho": float(rho[j])})
+                if s == len(stages):
+                    arrays[f"{name}_random_{method}"] = rm.astype(np.float32)
+            del twin
+        arrays[f"{name}_random_index"] = pick
+        tables.setdefault("randomisation", []).append(pd.DataFrame(rows))
+
+    with out.phase(f"{name}_perturbation"):
+        reference = _as_input(np.rint(template.mean_image_).astype(np.uint8)[None], device)
+        rows, curves = [], {}
+        for i in tqdm(range(len(chosen)), desc=f"{name}: deletion / insertion"):
+            for method in (*METHODS, "random"):
+                if method == "random":
+                    runs = [perturbation_curves(model, x[i:i + 1], int(targets[i]), None, reference,
+                                                steps=config.perturbation_steps, random_state=config.seed + r)
+                            for r in range(max(1, config.random_orders))]
+                    c = {k: np.mean([run[k] for run in runs], 0) for k in ("deletion", "insertion")}
+                else:
+                    c = perturbation_curves(model, x[i:i + 1], int(targets[i]), maps[method][i], reference,
+                                            steps=config.perturbation_steps, random_state=config.seed)
+                for kind in ("deletion", "insertion"):
+                    curves.setdefault(f"{name}_curve_{method}_{kind}", []).append(c[kind])
+                rows.append({"network": name, "method": method, "relpath": chosen["relpath"].iloc[i],
+                             "patient": chosen["patient"].iloc[i],
+                             "deletion_auc": float(curve_auc(c["deletion"])[0]),
+                             "insertion_auc": float(curve_auc(c["insertion"])[0])})
+        arrays.update({k: np.stack(v).astype(np.float32) for k, v in curves.items()})
+        tables.setdefault("perturbation", []).append(pd.DataFrame(rows))
+
+
+def _all_test_gradcam(name, model, dataset, predictions, regions, device, batch_size: int = 64) -> pd.DataFrame:
+    """Grad-CAM (last block, predicted class) region shares for every test image."""
+    test_x, test_rows = dataset.subset("test")
+    pred = predictions[predictions["split"] == "test"].set_index("relpath").loc[test_rows["relpath"]]
+    targets = pred["predicted"].astype(int).to_numpy()
+    layers = block_layers(model)
+    last = next(reversed(layers))
+    shares = {r: [] for r in regions}
+    with GradCAM(model, {last: layers[last]}) as cam:
+        for i in range(0, len(test_x), batch_size):
+            m = cam(_as_input(test_x[i:i + batch_size], device), targets[i:i + batch_size])[last]
+            for r, v in region_shares(m.cpu().numpy(), regions).items():
+                shares[r].append(v)
+    frame = test_rows[["relpath", "patient", "label"]].copy()
+    frame.insert(0, "network", name)
+    frame["correct"] = pred["target"].to_numpy() == targets
+    for r, v in shares.items():
+        frame[r] = np.concatenate(v)
+    return frame
+
+
+def _neurons(model, dataset, config, device, tables, arrays, metrics) -> None:
+    """Filters, feature visualisation, top patches and class-separating channels of one network."""
+    train_x, train_rows = dataset.subset("train")
+    rng = np.random.default_rng(config.seed)
+    take = np.sort(rng.choice(len(train_x), min(config.patch_images, len(train_x)), replace=False))
+    images, labels = train_x[take], train_rows["target"].to_numpy()[take]
+    stats = channel_statistics(model, images, device=device)
+    fields = receptive_fields(model)
+    side = images.shape[1]
+    arrays["filters"] = first_layer_filters(model).astype(np.float32)
+    rows = []
+    for b, (block, s) in enumerate(stats.items()):
+        field, stride = fields[block]
+        grid = side // 2**b
+        # The channels with the strongest typical response (mean over images of their maximum).
+        strength = s["max"].mean(0)
+        channels = np.argsort(-strength, kind="stable")[:config.neuron_channels]
+        arrays[f"maxact_{block}"] = activation_maximisation(
+            model, block, channels.tolist(), size=side, steps=config.maxact_steps,
+            random_state=config.seed, device=device)
+        patches = [top_patches(images, s, int(c), grid=grid, field=field, stride=stride, k=config.top_patches)[0]
+                   for c in channels]
+        arrays[f"patches_{block}"] = np.stack(patches)
+        for c in channels:
+            rows.append({"block": block, "channel": int(c), "channels_in_block": int(s["max"].shape[1]),
+                         "mean_max_activation": float(strength[c]), "receptive_field": field, "stride": stride})
+    tables.setdefault("channels", []).append(pd.DataFrame(rows))
+
+    last = list(stats)[-1]
+    field, stride = fields[last]
+    grid = side // 2**(len(stats) - 1)
+    separating = class_separating_channels(stats[last]["mean"], labels, CLASSES, k=config.class_channels)
+    separating.insert(0, "block", last)
+    tables.setdefault("class_channels", []).append(separating)
+    arrays["class_channel_patches"] = np.stack([
+        top_patches(images, stats[last], int(c), grid=grid, field=field, stride=stride, k=config.top_patches)[0]
+        for c in separating["channel"]]) if len(separating) else np.zeros((0, 0, 0, 0), np.uint8)
+    # Class mix of the most exciting images of each separating channel (do they come from the class?).
+    top_labels = [labels[np.argsort(-stats[last]["max"][:, int(c)], kind="stable")[:config.top_patches]]
+                  for c in separating["channel"]]
+    separating_share = [float(np.mean(t == CLASSES.index(cls))) for t, cls in zip(top_labels, separating["class"])]
+    tables["class_channels"][-1]["top_patch_share_of_class"] = separating_share
+    metrics["neuron_network"] = config.neuron_network
+    metrics["patch_images"] = int(len(images))
+
+
+def _method_table(tables: dict[str, list[pd.DataFrame]], config: ExplainConfig) -> pd.DataFrame:
+    """One row per network and method: the sanity-check and lung-share figures with 95% CIs."""
+    regions = pd.concat(tables["regions"], ignore_index=True)
+    randomisation = pd.concat(tables["randomisation"], ignore_index=True)
+    perturbation = pd.concat(tables["perturbation"], ignore_index=True)
+    rows = []
+    for network in NETWORKS:
+        full = randomisation[(randomisation["network"] == network)
+                             & (randomisation["stage"] == randomisation["stage"].max())]
+        top = randomisation[(randomisation["network"] == network) & (randomisation["stage"] == 1)]
+        for method in (*METHODS, "random"):
+            row: dict[str, Any] = {"network": network, "method": method}
+            p = perturbation[(perturbation["network"] == network) & (perturbation["method"] == method)]
+            for column in ("deletion_auc", "insertion_auc"):
+                for k, v in _summary_row(p, column, config).items():
+                    row[f"{column}_{k}" if k != "value" else column] = v
+            if method != "random":
+                for label, frame in (("rho_head", top), ("rho_all", full)):
+                    f = frame[frame["method"] == method]
+                    for k, v in _summary_row(f, "rho", config).items():
+                        row[f"{label}_{k}" if k != "value" else label] = v
+                r = regions[(regions["network"] == network) & (regions["method"] == method)]
+                for region in ("lungs", "border"):
+                    for k, v in _summary_row(r, region, config).items():
+                        row[f"{region}_{k}" if k != "value" else region] = v
+            rows.append(row)
+    return pd.DataFrame(rows)
