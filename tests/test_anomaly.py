@@ -1,0 +1,250 @@
+"""Task 3 on phantoms: autoencoders trained on normal images only, scores, threshold, report."""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from pneumo.anomaly import (
+    COMPARISONS,
+    SCORES,
+    AnomalyConfig,
+    ConvAutoencoder,
+    ae_variants,
+    build_autoencoder,
+    gaussian_blur,
+    latent_scores,
+    normal_images,
+    reconstruction_scores,
+    run_anomaly,
+    shrink,
+    ssim_map,
+    threshold_from_normals,
+    xrv_autoencoder_path,
+)
+from pneumo.data import load_dataset, render_phantom
+from pneumo.metrics import binary_metrics
+from pneumo.runner import run_task
+
+from conftest import REPO_ROOT
+
+
+@pytest.fixture(scope="session")
+def anomaly_entry(task_phantoms, task_cache):
+    """Task 3 through papermill on the session phantoms, as the report runs it."""
+    return run_task("anomaly", "smoke", data=str(task_phantoms), cache=str(task_cache), device="cpu")
+
+
+# -- the model and the scores --------------------------------------------------------------
+def test_model_returns_code_and_reconstruction(one_thread):
+    model = ConvAutoencoder(resolution=32, width=4, depth=3, latent=7).eval()
+    x = torch.randn(5, 1, 32, 32)
+    result = model(x)
+    assert set(result) == {"z", "out"}
+    assert result["z"].shape == (5, 7) and result["out"].shape == (5, 1, 32, 32)
+    with pytest.raises(ValueError, match="divisible"):
+        ConvAutoencoder(resolution=30, depth=3)
+
+
+def test_ssim_and_blur_basics():
+    x = torch.randn(2, 1, 24, 24)
+    assert torch.allclose(ssim_map(x, x), torch.ones_like(x), atol=1e-5)
+    assert ssim_map(x, torch.randn(2, 1, 24, 24)).mean() < 0.5  # unrelated images
+    constant = torch.full((1, 1, 16, 16), 3.0)
+    assert torch.allclose(gaussian_blur(constant, 1.5), constant, atol=1e-5)
+
+
+def _phantom_pair(seed: int, size: int = 64) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A normal phantom and the same image with a bacterial phantom's consolidation added."""
+    rng = np.random.default_rng(seed)
+    normal = render_phantom("normal", rng, size)
+    sick = render_phantom("bacterial", np.random.default_rng(seed + 1000), size)
+    lesion = gaussian_blur(torch.from_numpy(sick["lesion"].astype(np.float32))[None, None], 1.0)[0, 0].numpy()
+    added = np.clip(normal["image"].astype(np.float32) + 70 * lesion, 0, 255).astype(np.uint8)
+    return normal["image"], added, sick["lesion"]
+
+
+def test_scores_rise_with_a_lesion_on_phantoms():
+    """Score direction: against the same normal reconstruction, a consolidation scores higher."""
+    from pneumo.training import to_model_input
+
+    for seed in range(3):
+        normal, sick, lesion = _phantom_pair(seed)
+        if not lesion.any():
+            continue
+        x = to_model_input(torch.from_numpy(np.stack([normal, sick])))  # (2, 1, 64, 64)
+        out = x[:1].expand(2, -1, -1, -1)  # an ideal "normal only" reconstruction of both
+        scores = reconstruction_scores(x, out, blur_sigma=2.0, margin=8)
+        for name, value in scores.items():
+            assert value[1] > value[0] + 1e-6, (name, value)
+
+
+def test_latent_scores_grow_away_from_the_normals():
+    rng = np.random.default_rng(0)
+    train = rng.normal(size=(200, 6))
+    near, far = rng.normal(size=(50, 6)), rng.normal(size=(50, 6)) + 4.0
+    scores = latent_scores(train, np.concatenate([near, far]), k=5)
+    y = np.r_[np.zeros(50), np.ones(50)]
+    for name in ("knn", "mahalanobis"):
+        assert binary_metrics(y, scores[name])["roc_auc"] > 0.95, name
+
+
+def test_threshold_is_a_quantile_of_the_given_normals():
+    scores = np.arange(101, dtype=float)
+    assert threshold_from_normals(scores, 0.95) == pytest.approx(95.0)
+
+
+def test_normal_images_keeps_only_normals(task_phantoms, task_cache):
+    data = load_dataset(str(task_phantoms), resolution=64, cache_dir=task_cache, num_workers=1)
+    images, rows = data.subset("train")
+    kept, kept_rows = normal_images(images, rows)
+    assert len(kept) == (rows["label"] == "normal").sum() > 0
+    assert set(kept_rows["label"]) == {"normal"}
+
+
+def test_xrv_autoencoder_is_looked_up_offline_only():
+    path = xrv_autoencoder_path()
+    assert path.name.endswith(".pt") and "models_data" in str(path)
+
+
+# -- the task end to end ----------------------------------------------------------------------
+def _digest(image: np.ndarray) -> str:
+    return hashlib.sha1(np.ascontiguousarray(image).tobytes()).hexdigest()
+
+
+def test_no_pneumonia_image_reaches_the_training_loader(task_phantoms, tmp_path, monkeypatch, one_thread):
+    """Spy on every call of the training loop: its images are exactly the normal train (and,
+    for early stopping, normal validation) images; no pneumonia image is among them."""
+    import pneumo.anomaly as anomaly
+
+    calls = []
+    real = anomaly.train_autoencoder
+
+    def spy(model, train_images, val_images, **kwargs):
+        calls.append((train_images.copy(), val_images.copy()))
+        return real(model, train_images, val_images, **kwargs)
+
+    monkeypatch.setattr(anomaly, "train_autoencoder", spy)
+    config = AnomalyConfig.create("smoke", data=str(task_phantoms), cache=str(tmp_path), device="cpu",
+                                  grid="none", epochs=1, bootstrap=20, num_workers=1)
+    entry = run_anomaly(config)
+    assert len(calls) == len(ae_variants(config)) == 1
+
+    data = load_dataset(str(task_phantoms), resolution=config.decode_resolution, cache_dir=tmp_path,
+                        num_workers=1)
+    small = shrink(data.images, config.resolution)
+    label, split = data.table["label"].to_numpy(), data.table["split"].to_numpy()
+    digests = np.array([_digest(im) for im in small])
+    sick = set(digests[label != "normal"])
+    for train_images, val_images in calls:
+        got_train = [_digest(im) for im in train_images]
+        got_val = [_digest(im) for im in val_images]
+        assert not sick & set(got_train) and not sick & set(got_val)
+        assert sorted(got_train) == sorted(digests[(label == "normal") & (split == "train")])
+        assert sorted(got_val) == sorted(digests[(label == "normal") & (split == "val")])
+    trained_on = entry.table("training_images")
+    assert set(trained_on["label"]) == {"normal"} and set(trained_on["split"]) == {"train"}
+
+
+def test_anomaly_through_papermill(anomaly_entry):
+    assert anomaly_entry.exists
+    assert (anomaly_entry.path / "notebook.ipynb").is_file()
+    metrics = anomaly_entry.metrics
+    assert metrics["data_synthetic"] is True
+    for key in ("test_roc_auc", "test_pr_auc", "test_sensitivity", "test_specificity",
+                "test_roc_auc_bacterial", "test_roc_auc_viral", "threshold", "train_seconds"):
+        assert key in metrics, key
+    variants = anomaly_entry.table("variants")
+    config = AnomalyConfig.create("smoke")
+    trained = variants[variants["status"] == "trained"]
+    assert set(zip(trained["variant"], trained["score"])) == {
+        (name, score) for name, _ in ae_variants(config) for score in SCORES}
+    assert set(anomaly_entry.table("test_metrics")["comparison"]) == set(COMPARISONS)
+    saved = anomaly_entry.load_model()  # weights_only=True
+    model = build_autoencoder(saved["config"])
+    model.load_state_dict(saved["state_dict"])
+    assert saved["config"]["variant"] == metrics["chosen_variant"]
+
+
+def test_choice_and_threshold_come_from_validation(anomaly_entry):
+    metrics = anomaly_entry.metrics
+    variants = anomaly_entry.table("variants")
+    scores = anomaly_entry.table("scores")
+    column = f"{metrics['chosen_variant']}/{metrics['chosen_score']}"
+    # The chosen pair has the best validation ROC AUC, recomputed from the stored scores.
+    val = scores[scores["split"] == "val"]
+    aucs = {f"{v}/{s}": binary_metrics(val["binary"], val[f"{v}/{s}"])["roc_auc"]
+            for v, s in zip(variants["variant"], variants["score"]) if f"{v}/{s}" in val}
+    assert aucs[column] == pytest.approx(max(aucs.values()))
+    assert variants.iloc[0]["variant"] == metrics["chosen_variant"]
+    # The threshold is the quantile of the VALIDATION normals' scores, not of any test scores.
+    val_normals = val.loc[val["label"] == "normal", column].to_numpy()
+    assert metrics["threshold"] == pytest.approx(np.quantile(val_normals, metrics["threshold_quantile"]))
+    test_normals = scores.loc[(scores["split"] == "test") & (scores["label"] == "normal"), column]
+    assert metrics["threshold"] != pytest.approx(np.quantile(test_normals, metrics["threshold_quantile"]))
+
+
+def test_sick_phantoms_score_higher(anomaly_entry):
+    """Score direction end to end: on test phantoms the chosen score ranks the consolidations of
+    bacterial phantoms above normal phantoms. (The diffuse texture of viral phantoms is a much
+    subtler change at the smoke profile's 32 pixels, so it is not asserted.)"""
+    metrics = anomaly_entry.metrics
+    assert metrics["test_roc_auc_bacterial"] > 0.65, metrics
+    scores = anomaly_entry.table("scores")
+    column = f"{metrics['chosen_variant']}/{metrics['chosen_score']}"
+    test = scores[scores["split"] == "test"]
+    assert test.loc[test["label"] == "bacterial", column].median() > test.loc[test["label"] == "normal", column].median()
+
+
+def test_cache_lookup_does_not_compute(anomaly_entry, task_phantoms, task_cache):
+    config = AnomalyConfig.create("smoke", data=str(task_phantoms), cache=str(task_cache), device="cpu",
+                                  num_workers=1)
+    assert run_anomaly(config, compute=False).path == anomaly_entry.path
+    assert not run_anomaly(config.replace(latent=9), compute=False).exists
+
+
+def test_figures_fit_the_page(anomaly_entry):
+    from pneumo.plots import MAX_WIDTH
+    from pneumo.plots import anomaly as aplots
+
+    m = anomaly_entry.metrics
+    scores, history = anomaly_entry.table("scores"), anomaly_entry.table("history")
+    arrays, examples = anomaly_entry.arrays(), anomaly_entry.table("examples")
+    column = f"{m['chosen_variant']}/{m['chosen_score']}"
+    names = [name for name, _ in ae_variants(AnomalyConfig.create("smoke"))]
+    figures = [
+        aplots.score_histograms(scores, column, m["threshold"]),
+        aplots.variant_roc_curves(scores, names, list(SCORES), chosen=column),
+        aplots.reconstruction_examples(arrays["example_input"], arrays["example_reconstruction"],
+                                       arrays["example_residual"], list(examples["label"])),
+        aplots.ae_training_curves(history),
+    ]
+    for fig in figures:
+        width, height = fig.get_size_inches()
+        assert width <= MAX_WIDTH + 1e-6 and height <= 9
+        fig.canvas.draw() if hasattr(fig.canvas, "draw") else None
+
+
+def test_report_section_executes(anomaly_entry, task_phantoms, task_cache, tmp_path):
+    """The report's Task 3 cells and inline expressions run on the phantom results."""
+    sys.path.insert(0, str(REPO_ROOT / "tests"))
+    import qmd
+
+    index = (REPO_ROOT / "report" / "index.qmd").read_text()
+    setup = index.split("```{python}\n#| label: setup", 1)[1].split("\n```\n", 1)[0]
+    document = tmp_path / "anomaly.qmd"
+    document.write_text("---\ntitle: t\njupyter: python3\n---\n\n```{python}\n#| label: setup" + setup
+                        + "\n```\n\n{{< include /report/_anomaly.qmd >}}\n")
+    nb = qmd.run(document, cwd=REPO_ROOT, timeout=900,
+                 env={"PNEUMO_PROFILE": "smoke", "PNEUMO_DATA": str(task_phantoms),
+                      "PNEUMO_CACHE": str(task_cache)})
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert code and all(c.get("execution_count") for c in code)
+    figures = [c for c in code if c.metadata.get("qmd", {}).get("label", "").startswith("fig-anomaly")]
+    assert len(figures) == 4
+    for cell in figures:
+        assert sum("image/png" in o.get("data", {}) for o in cell.get("outputs", [])) == 1
