@@ -33,3 +33,17 @@ def test_real_run_never_mixes_patients(real_binary):
     assert not by_split["val"] & by_split["test"]
     summary = real_binary.json("data_summary")
     assert summary["counts"]["test"]["total"] == 624
+
+
+def test_short_real_anomaly_run_flags_pneumonia(real_data, tmp_path_factory):
+    """Task 3 on the real X-rays, one small autoencoder for a few epochs (well under a minute):
+    trained on normal images only, it must still rank pneumonia above normal on test."""
+    from pneumo.anomaly import AnomalyConfig, run_anomaly
+
+    config = AnomalyConfig.create("cpu", data=str(real_data), cache=str(tmp_path_factory.mktemp("real-ae")),
+                                  grid="none", epochs=4, bootstrap=100, comparators=False, device="cpu")
+    entry = run_anomaly(config)
+    metrics = entry.metrics
+    assert metrics["data_synthetic"] is False and metrics["train_images"] > 500
+    assert metrics["test_roc_auc"] >= 0.75, metrics
+    assert metrics["test_specificity"] >= 0.85, metrics  # threshold from validation normals

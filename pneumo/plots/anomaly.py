@@ -156,7 +156,7 @@ def reconstruction_examples(inputs: np.ndarray, reconstructions: np.ndarray, res
     nrows = math.ceil(n / pairs_per_row)
     ncols = 3 * pairs_per_row
     cell = width / ncols
-    fig = _figure(width, min(9.0, cell * nrows * 1.12 + 0.3))
+    fig = _figure(width, min(9.0, cell * nrows * 1.25 + 0.3))
     axes = np.atleast_2d(fig.subplots(nrows, ncols))
     vmax = float(np.percentile(residuals, 99.5)) if residuals.size else 1.0
     image = None
@@ -168,10 +168,11 @@ def reconstruction_examples(inputs: np.ndarray, reconstructions: np.ndarray, res
         _imshow(ax_rec, recon)
         image = ax_res.imshow(residuals[i], cmap="magma", vmin=0, vmax=vmax, interpolation="nearest")
         _hide_image_axes(ax_res)
-        tag = f"{labels[i]}" + (f", score {scores[i]:.3g}" if scores is not None else "")
-        ax_in.set_title(f"input ({tag})", fontsize=6.5, color=class_colour(labels[i]))
-        ax_rec.set_title("reconstruction", fontsize=6.5)
-        ax_res.set_title("squared residual", fontsize=6.5)
+        # Two-line titles: one line would run into the neighbouring panel's title.
+        score = f"\nscore {scores[i]:.3g}" if scores is not None else "\n"
+        ax_in.set_title(f"input: {labels[i]}{score}", fontsize=6.5, color=class_colour(labels[i]))
+        ax_rec.set_title("reconstruction\n", fontsize=6.5)
+        ax_res.set_title("squared\nresidual", fontsize=6.5)
     for ax in axes.ravel()[3 * n:]:
         ax.set_visible(False)
     if image is not None:
