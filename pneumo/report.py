@@ -27,7 +27,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from pneumo.results import PROJECT_ROOT, Entry, ResultCache
+from pneumo.results import PROJECT_ROOT, Entry
 
 __all__ = [
     "TASKS",
@@ -531,18 +531,15 @@ def data_counts(summary: Mapping[str, Any]) -> pd.DataFrame:
 
 
 def task_dataset(entry: Entry):
-    """The decoded data set an entry was computed on, at its final model's resolution.
+    """The decoded data set a Task 1 entry was computed on, at its final model's resolution.
 
     Uses the entry's own data and split settings, so the images line up with its
-    ``predictions`` table by ``relpath``; the decode cache makes this a quick load.
+    ``predictions`` table by ``relpath``; the decode cache makes this a quick load. See
+    :func:`pneumo.upstream.entry_dataset` (which also checks the data fingerprint).
     """
-    from pneumo.data import load_dataset
+    from pneumo.upstream import entry_dataset
 
-    params = entry.params
-    resolution = int(entry.load_model()["config"]["resolution"])
-    return load_dataset(params.get("data"), resolution=resolution, val_fraction=params["val_fraction"],
-                        seed=params["seed"], cache_dir=ResultCache(params.get("cache")).root,
-                        num_workers=params.get("num_workers"))
+    return entry_dataset(entry)
 
 
 def images_for(dataset, relpaths: Iterable[str]) -> list[np.ndarray]:
