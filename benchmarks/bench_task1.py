@@ -22,7 +22,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from pneumo.classification import BinaryConfig, MulticlassConfig, run_classification
@@ -30,7 +29,6 @@ from pneumo.data import load_dataset
 from pneumo.device import configure_threads, pick_device, seed_everything
 from pneumo.models import build_model
 from pneumo.runner import setup_logging
-from pneumo.training import to_model_input
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -40,14 +40,16 @@ from tqdm import tqdm
 from pneumo.config import PROFILES, TaskConfig, param
 from pneumo.data import XrayDataset, load_dataset
 from pneumo.device import configure_threads, pick_device, seed_everything
+from pneumo.imaging import gaussian_blur
 from pneumo.metrics import binary_metrics, metrics_table
+from pneumo.models import count_parameters
 from pneumo.results import Entry, ResultCache, cache_key
 from pneumo.training import augment_batch, to_model_input
 
 log = logging.getLogger(__name__)
 
 # Modules whose source decides the numbers (their edits invalidate entries).
-CODE = ["pneumo.anomaly", "pneumo.data", "pneumo.training", "pneumo.metrics"]
+CODE = ["pneumo.anomaly", "pneumo.data", "pneumo.imaging", "pneumo.training", "pneumo.metrics"]
 
 #: Anomaly scores computed for every autoencoder; the first three use the reconstruction, the
 #: others only the encoder (its code, or its pooled feature maps).
@@ -185,10 +187,6 @@ def build_autoencoder(config: dict[str, Any]) -> ConvAutoencoder:
     """The autoencoder described by a saved config (``resolution, width, depth, latent``)."""
     return ConvAutoencoder(int(config["resolution"]), int(config["width"]), int(config["depth"]),
                            int(config["latent"]))
-
-
-def count_parameters(model: nn.Module) -> int:
-    return int(sum(p.numel() for p in model.parameters()))
 
 
 # -- data ----------------------------------------------------------------------------------
@@ -376,24 +374,6 @@ def _reconstruction_loss(model: nn.Module, x_uint8: Tensor, device: torch.device
 
 
 # -- scores --------------------------------------------------------------------------------
-def gaussian_kernel(sigma: float, radius: Optional[int] = None) -> Tensor:
-    """1-D normalised Gaussian kernel of ``2 * radius + 1`` taps (radius ~ 3 sigma)."""
-    radius = max(1, int(math.ceil(3 * sigma))) if radius is None else radius
-    t = torch.arange(-radius, radius + 1, dtype=torch.float32)
-    k = torch.exp(-0.5 * (t / sigma) ** 2)
-    return k / k.sum()
-
-
-def gaussian_blur(x: Tensor, sigma: float) -> Tensor:
-    """Separable Gaussian blur of (B, C, H, W) with reflect padding (same size out)."""
-    k = gaussian_kernel(sigma).to(x.device, x.dtype)
-    r = (k.numel() - 1) // 2
-    C = x.shape[1]
-    x = F.pad(x, (r, r, r, r), mode="reflect")
-    x = F.conv2d(x, k.view(1, 1, 1, -1).expand(C, 1, 1, -1), groups=C)
-    return F.conv2d(x, k.view(1, 1, -1, 1).expand(C, 1, -1, 1), groups=C)
-
-
 def ssim_map(x: Tensor, y: Tensor, *, sigma: float = 1.5, data_range: float = 4.0) -> Tensor:
     """Structural similarity (Wang et al. 2004) per pixel, Gaussian window of std ``sigma``.
 

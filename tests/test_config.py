@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pneumo.classification import BinaryConfig, MulticlassConfig
+from pneumo.classification import BinaryConfig
 from pneumo.config import ConfigError
 from pneumo.runner import TASK_REGISTRY, task_spec
 

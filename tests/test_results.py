@@ -1,13 +1,11 @@
 """The results cache: keys, atomic entries, hits and invalidation."""
 
-import json
-
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
-from pneumo.results import Entry, ResultCache, cache_key, source_hash
+from pneumo.results import ResultCache, cache_key, source_hash
 
 
 def _write(cache, key="k1", fail=False):

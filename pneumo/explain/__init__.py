@@ -70,7 +70,7 @@ __all__ = ["ExplainConfig", "run_explain", "choose_images", "mean_ci", "METHODS"
            "randomised_copy", "perturbation_curves"]
 
 # Modules whose source decides the numbers (the networks themselves enter through their keys).
-CODE = ["pneumo.explain", "pneumo.data", "pneumo.models", "pneumo.training"]
+CODE = ["pneumo.explain", "pneumo.data", "pneumo.imaging", "pneumo.models", "pneumo.training"]
 
 #: The attribution methods compared, in table order.
 METHODS = ("gradcam", "integrated_gradients", "shap")

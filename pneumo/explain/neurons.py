@@ -21,11 +21,11 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
 from pneumo.explain.attribution import _Capture, block_layers, eval_mode
+from pneumo.imaging import gaussian_blur
 from pneumo.training import BLACK, PIXEL_MEAN, PIXEL_STD, from_model_input, to_model_input
 
 __all__ = ["receptive_fields", "channel_statistics", "top_patches", "activation_maximisation",
@@ -115,18 +115,9 @@ def top_patches(images: np.ndarray, stats: dict[str, np.ndarray], channel: int, 
     return out, best
 
 
-def _gaussian_kernel(sigma: float, device) -> Tensor:
-    radius = max(1, int(math.ceil(2.5 * sigma)))
-    t = torch.arange(-radius, radius + 1, dtype=torch.float32, device=device)
-    g = torch.exp(-0.5 * (t / sigma) ** 2)
-    return (g / g.sum()).view(1, 1, 1, -1)
-
-
 def _blur(x: Tensor, sigma: float) -> Tensor:
-    k = _gaussian_kernel(sigma, x.device)
-    pad = k.shape[-1] // 2
-    x = F.conv2d(F.pad(x, (pad, pad, 0, 0), mode="reflect"), k)
-    return F.conv2d(F.pad(x, (0, 0, pad, pad), mode="reflect"), k.transpose(-1, -2))
+    """Gaussian blur of the image being optimised (radius 2.5 sigma: a light regulariser)."""
+    return gaussian_blur(x, sigma, radius=max(1, int(math.ceil(2.5 * sigma))))
 
 
 def activation_maximisation(model: nn.Module, block: str, channels: Sequence[int], *, size: int,

@@ -8,7 +8,7 @@ wider than :data:`pneumo.plots.MAX_WIDTH`, built without pyplot.
 from __future__ import annotations
 
 import math
-from typing import Mapping, Sequence
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
