@@ -3,8 +3,10 @@
 The story of :func:`run_anomaly`:
 
 1. load the decoded data set (the same patient-grouped train / validation / test splits as
-   Task 1) and shrink the images to the autoencoder's resolution;
-2. train each autoencoder variant (latent size, denoising, masking) on the NORMAL *train*
+   Task 1), shrink the images to the autoencoder's resolution and equalise each image's
+   histogram (so that exposure, which varies between normal films, is not an anomaly);
+2. train each autoencoder variant (latent size, denoising, masking, intensity normalisation)
+   on the NORMAL *train*
    images only, early-stopped on the reconstruction loss of the NORMAL *validation* images;
 3. score every validation and test image with every anomaly score: three from the
    reconstruction (pixel MSE, SSIM, blurred residual) and three that do not reconstruct at
@@ -40,7 +42,7 @@ from tqdm import tqdm
 from pneumo.config import PROFILES, TaskConfig, param
 from pneumo.data import XrayDataset, load_dataset
 from pneumo.device import configure_threads, pick_device, seed_everything
-from pneumo.imaging import gaussian_blur
+from pneumo.imaging import INTENSITY_MODES, gaussian_blur, normalise_intensity
 from pneumo.metrics import binary_metrics, metrics_table
 from pneumo.models import count_parameters
 from pneumo.results import Entry, ResultCache, cache_key
@@ -76,6 +78,9 @@ class AnomalyConfig(TaskConfig):
     decode_resolution: int = param(128, "side of the decoded images (Task 1's, so the decode cache "
                                    "is shared); shrunk to `resolution` by area averaging")
     resolution: int = param(64, "autoencoder input side in pixels")
+    intensity: str = param("equalize", "per-image intensity normalisation of the autoencoder's input "
+                           "(equalize: histogram equalisation; stretch: 1st-99th percentile to 0-255)",
+                           choices=INTENSITY_MODES)
     width: int = param(8, "channels of the first encoder block (doubling per block)")
     depth: int = param(4, "down-sampling blocks of the encoder (and up-sampling blocks of the decoder)")
     latent: int = param(64, "latent size of the baseline autoencoder")
@@ -534,7 +539,8 @@ def ae_variants(config: AnomalyConfig) -> list[tuple[str, dict[str, Any]]]:
     """Autoencoders to train, as ``(name, changes)``: one design axis changed per row.
 
     ``reduced``: the baseline, a 4x smaller and a 4x larger latent, a denoising and a masked
-    variant; ``full`` adds augmentation off and a denoising variant with a small latent.
+    variant, and the baseline with each other intensity normalisation; ``full`` adds
+    augmentation off and a masked variant with a small latent.
     """
     small, large = max(2, config.latent // 4), config.latent * 4
     variants = [("baseline", {})]
@@ -542,6 +548,7 @@ def ae_variants(config: AnomalyConfig) -> list[tuple[str, dict[str, Any]]]:
         return variants
     variants += [(f"latent={small}", {"latent": small}), (f"latent={large}", {"latent": large}),
                  ("denoising", {"corruption": "noise"}), ("masked", {"corruption": "mask"})]
+    variants += [(f"intensity={mode}", {"intensity": mode}) for mode in INTENSITY_MODES if mode != config.intensity]
     if config.grid == "full":
         variants += [(f"augment={not config.augment}", {"augment": not config.augment}),
                      (f"masked, latent={small}", {"corruption": "mask", "latent": small})]
@@ -549,7 +556,7 @@ def ae_variants(config: AnomalyConfig) -> list[tuple[str, dict[str, Any]]]:
 
 
 def _variant_settings(config: AnomalyConfig, changes: dict[str, Any]) -> dict[str, Any]:
-    keys = ("resolution", "width", "depth", "latent", "noise_std", "mask_fraction", "augment", "epochs",
+    keys = ("resolution", "intensity", "width", "depth", "latent", "noise_std", "mask_fraction", "augment", "epochs",
             "batch_size", "lr", "weight_decay", "patience", "seed")
     settings = {k: getattr(config, k) for k in keys}
     settings["corruption"] = "none"
@@ -595,14 +602,18 @@ def run_anomaly(config: AnomalyConfig, *, compute: bool = True) -> Entry:
     with cache.write("anomaly", key) as out:
         with out.phase("data"):
             split = {s: data.subset(s) for s in ("train", "val", "test")}
-            small = {s: shrink(x, config.resolution) for s, (x, _) in split.items()}
+            shrunk = {s: shrink(x, config.resolution) for s, (x, _) in split.items()}
             rows = {s: r for s, (_, r) in split.items()}
-            train_x, train_rows = normal_images(small["train"], rows["train"])
-            val_normal_x, _ = normal_images(small["val"], rows["val"])
+            autoencoders = [(name, _variant_settings(config, changes)) for name, changes in ae_variants(config)]
+            # The autoencoders' inputs, per intensity normalisation: {mode: {split: uint8 (N, s, s)}}.
+            inputs = {mode: {s: normalise_intensity(x, mode) for s, x in shrunk.items()}
+                      for mode in dict.fromkeys(settings["intensity"] for _, settings in autoencoders)}
         columns: dict[str, dict[str, np.ndarray]] = {"val": {}, "test": {}}
         variant_rows, histories, models = [], [], {}
-        for name, changes in ae_variants(config):
-            settings = _variant_settings(config, changes)
+        for name, settings in autoencoders:
+            small = inputs[settings["intensity"]]
+            train_x, train_rows = normal_images(small["train"], rows["train"])
+            val_normal_x, _ = normal_images(small["val"], rows["val"])
             seed_everything(config.seed)
             model = build_autoencoder(settings)
             with out.phase("train"):
@@ -627,6 +638,7 @@ def run_anomaly(config: AnomalyConfig, *, compute: bool = True) -> Entry:
                         columns[s][_column(name, score)] = values[score]
             for score in SCORES:
                 variant_rows.append({"variant": name, "score": score, "status": "trained",
+                                     "intensity": settings["intensity"],
                                      "latent": settings["latent"], "corruption": settings["corruption"],
                                      "augment": settings["augment"], "best_epoch": result.best_epoch,
                                      "epochs_run": len(result.history), "train_seconds": result.seconds,
@@ -646,7 +658,8 @@ def run_anomaly(config: AnomalyConfig, *, compute: bool = True) -> Entry:
             variants = _add_test_columns(config, variants, columns["test"], rows["test"])
         summary = _summary(config, chosen, threshold, test_table, data, train_rows, rows)
         model, settings = models.get(chosen["variant"], models["baseline"])
-        examples, example_arrays = _examples(config, model, small["test"], rows["test"], device)
+        examples, example_arrays = _examples(config, model, inputs[settings["intensity"]]["test"], rows["test"],
+                                             device)
         example_arrays["threshold"] = np.array([threshold])
 
         out.json("params", config.to_dict())

@@ -15,8 +15,9 @@
 #
 # Convolutional autoencoders learn to reconstruct NORMAL training X-rays only; an image they
 # reconstruct badly (or whose code lies far from the normal codes) is flagged as anomalous.
-# Variants (latent size, denoising, masked input) and anomaly scores (pixel MSE, SSIM,
-# blurred residual, latent k-NN and Mahalanobis distance) are compared on the patient-grouped
+# Each input image is histogram-equalised first. Variants (latent size, denoising, masked
+# input, intensity normalisation) and anomaly scores (pixel MSE, SSIM, blurred residual,
+# latent k-NN and Mahalanobis distance, encoder-feature Mahalanobis distance) are compared on the patient-grouped
 # *validation* split; the threshold is the 95th percentile of the validation normals' scores;
 # the chosen pair is tested once. Run it as
 #
@@ -29,6 +30,7 @@ profile = None
 data = None
 decode_resolution = None
 resolution = None
+intensity = None
 width = None
 depth = None
 latent = None

@@ -27,6 +27,7 @@ from pneumo.anomaly import (
     xrv_autoencoder_path,
 )
 from pneumo.data import load_dataset, render_phantom
+from pneumo.imaging import equalize_histogram, normalise_intensity, stretch_contrast
 from pneumo.metrics import binary_metrics
 from pneumo.runner import run_task
 
@@ -56,6 +57,35 @@ def test_ssim_and_blur_basics():
     assert ssim_map(x, torch.randn(2, 1, 24, 24)).mean() < 0.5  # unrelated images
     constant = torch.full((1, 1, 16, 16), 3.0)
     assert torch.allclose(gaussian_blur(constant, 1.5), constant, atol=1e-5)
+
+
+def test_equalisation_removes_exposure_and_keeps_order():
+    """Histogram equalisation: any grey-level remapping that keeps the order (a different
+    exposure) gives the same output; equal pixels stay equal, order is kept, 0..255 is used."""
+    rng = np.random.default_rng(0)
+    image = render_phantom("normal", rng, 64)["image"]
+    levels = np.unique(image)
+    assert len(levels) > 50
+    # A darker, lower-contrast exposure: an increasing map of the image's own grey levels.
+    darker = (np.interp(image, levels, np.linspace(20, 20 + len(levels) - 1, len(levels)))).astype(np.uint8)
+    a, b = equalize_histogram(np.stack([image, darker]))
+    assert np.array_equal(a, b)
+    assert a.min() == 0 and a.max() == 255
+    order = np.argsort(image.ravel(), kind="stable")
+    assert np.all(np.diff(a.ravel()[order].astype(int)) >= 0)  # monotone in the input
+    assert equalize_histogram(np.full((1, 8, 8), 77, np.uint8)).max() == 0  # constant image: no division by 0
+
+
+def test_contrast_stretch_and_modes():
+    x = np.random.default_rng(1).integers(60, 120, (2, 32, 32)).astype(np.uint8)
+    y = stretch_contrast(x)
+    assert y.dtype == np.uint8 and y.min() == 0 and y.max() == 255
+    assert np.array_equal(normalise_intensity(x, "none"), x)
+    assert np.array_equal(normalise_intensity(x, "equalize"), equalize_histogram(x))
+    with pytest.raises(ValueError, match="intensity"):
+        normalise_intensity(x, "clahe")
+    with pytest.raises(TypeError, match="uint8"):
+        equalize_histogram(x.astype(np.float32))
 
 
 def _phantom_pair(seed: int, size: int = 64) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -136,7 +166,7 @@ def test_no_pneumonia_image_reaches_the_training_loader(task_phantoms, tmp_path,
 
     data = load_dataset(str(task_phantoms), resolution=config.decode_resolution, cache_dir=tmp_path,
                         num_workers=1)
-    small = shrink(data.images, config.resolution)
+    small = normalise_intensity(shrink(data.images, config.resolution), config.intensity)
     label, split = data.table["label"].to_numpy(), data.table["split"].to_numpy()
     digests = np.array([_digest(im) for im in small])
     sick = set(digests[label != "normal"])
