@@ -143,6 +143,14 @@ def plural(n: Any, word: str, words: str | None = None) -> str:
     return f"{n:,} {word if n == 1 else (words or word + 's')}"
 
 
+def join_words(items: Iterable[str], last: str = "and") -> str:
+    """``"a"``, ``"a and b"``, ``"a, b and c"``: a list in a sentence (``last``: the final joiner)."""
+    items = list(items)
+    if len(items) <= 1:
+        return "".join(items)
+    return f"{', '.join(items[:-1])} {last} {items[-1]}"
+
+
 def duration(seconds: Any) -> str:
     """A duration in the unit that reads best: ``"42 s"``, ``"3.5 min"``, ``"1.2 h"``."""
     if _missing(seconds):

@@ -229,6 +229,8 @@ def test_format_helpers():
     assert report.num(float("nan")) == "undefined" and report.signed(-0.01) == "\u22120.010"
     assert report.plural(1, "image") == "1 image" and report.plural(3, "image") == "3 images"
     assert report.duration(42) == "42 s" and report.duration(600) == "10.0 min"
+    assert report.join_words(["a"]) == "a" and report.join_words(["a", "b"]) == "a and b"
+    assert report.join_words(["a", "b", "c"], "or") == "a, b or c" and report.join_words([]) == ""
 
 
 def test_md_table_is_a_valid_pipe_table():
