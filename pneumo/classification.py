@@ -34,7 +34,7 @@ from pneumo.metrics import (
     metrics_table,
     multiclass_metrics,
 )
-from pneumo.models import architecture_table, build_model, count_parameters
+from pneumo.models import INTENSITY_MODES, architecture_table, build_model, count_parameters
 from pneumo.results import Entry, ResultCache, cache_key
 from pneumo.training import predict_proba, train_classifier
 
@@ -56,6 +56,9 @@ class ClassifierConfig(TaskConfig):
     depth: int = param(4, "number of convolution blocks")
     convs_per_block: int = param(2, "3x3 convolutions per block")
     dropout: float = param(0.3, "dropout before the classifier head")
+    intensity: str = param("stretch", "per-image input normalisation, the network's first layer "
+                           "(stretch: each image's 1st-99th percentile to the full range; none)",
+                           choices=INTENSITY_MODES)
     epochs: int = param(12, "maximum epochs of the final model")
     grid: str = param("reduced", "variants compared on validation", choices=("none", "reduced", "full"))
     grid_epochs: int = param(4, "epochs per grid variant (the winner is retrained for `epochs`)")
@@ -109,9 +112,11 @@ class MulticlassConfig(ClassifierConfig):
 def grid_variants(config: ClassifierConfig) -> list[tuple[str, dict[str, Any]]]:
     """The variants to compare on validation, as ``(name, field changes)``.
 
-    ``reduced`` covers each design axis once (balancing, augmentation, width, resolution);
+    ``reduced`` covers each design axis once (balancing, augmentation, input normalisation,
+    width, resolution);
     ``full`` adds a second point on the width/depth/resolution axes. 1b inherits 1a's
-    architecture, so its grid measures initialisation, balancing and augmentation. The
+    architecture, so its grid measures initialisation, balancing, augmentation and input
+    normalisation. The
     torchxrayvision transfer comparator joins 1a's grid when ``comparators`` is set (it is
     skipped, with the reason, when its weights are not cached).
     """
@@ -124,6 +129,7 @@ def grid_variants(config: ClassifierConfig) -> list[tuple[str, dict[str, Any]]]:
     other_balance = [b for b in ("weights", "sampling", "none") if b != config.balance]
     variants += [(f"balance={b}", {"balance": b}) for b in other_balance]
     variants += [(f"augment={not config.augment}", {"augment": not config.augment})]
+    variants += [(f"intensity={m}", {"intensity": m}) for m in INTENSITY_MODES if m != config.intensity]
     if isinstance(config, MulticlassConfig):
         return variants
     low_res = max(32, (config.resolution * 3 // 4) // 16 * 16)
@@ -258,6 +264,7 @@ def run_classification(config: ClassifierConfig, *, compute: bool = True) -> Ent
         chosen = binary_entry.load_model()
         # 1b inherits 1a's chosen architecture and resolution, then improves on it.
         inherit = {k: chosen["config"][k] for k in ("width", "depth", "convs_per_block", "resolution")}
+        inherit["intensity"] = chosen["config"].get("intensity", "none")
         if chosen["config"].get("arch", "vgg") == "vgg":
             config = config.replace(**inherit)
             init_state, init_key = chosen["state_dict"], binary_entry.path.name

@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 PIXEL_MEAN = 0.5
 PIXEL_STD = 0.25
 BLACK = (0.0 - PIXEL_MEAN) / PIXEL_STD  # normalised value of pixel 0 (-2.0)
+WHITE = (1.0 - PIXEL_MEAN) / PIXEL_STD  # normalised value of pixel 255 (+2.0)
 
 SELECT_METRICS = ("val_auc", "val_bal_acc", "val_acc", "val_loss")
 BALANCE_MODES = ("weights", "sampling", "none")

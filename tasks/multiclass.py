@@ -30,6 +30,7 @@ width = None
 depth = None
 convs_per_block = None
 dropout = None
+intensity = None
 epochs = None
 grid = None
 grid_epochs = None

@@ -157,3 +157,26 @@ def test_xrv_loads_self_written_weights(xrv_cache):
         expected = source.features2(512 * torch.nn.functional.interpolate(
             x, size=(224, 224), mode="bilinear", antialias=True))
     torch.testing.assert_close(feats, expected)
+
+
+def test_intensity_stretch_removes_exposure():
+    """With ``intensity="stretch"`` the network's output does not depend on a film's exposure
+    (brightness and contrast: any increasing affine map of the grey levels), gradients still
+    reach the input, and a saved config without the field builds the plain network."""
+    from pneumo.models import IntensityStretch, build_model
+
+    torch.manual_seed(0)
+    model = build_model({"num_classes": 3, "width": 4, "depth": 2, "intensity": "stretch"}).eval()
+    x = torch.randn(3, 1, 32, 32).clamp(-2, 2)
+    darker = 0.6 * x - 0.5
+    assert torch.allclose(model(x), model(darker), atol=1e-4)
+    assert torch.allclose(model.features(x), model.features(darker), atol=1e-4)
+    x.requires_grad_(True)
+    model(x)[:, 0].sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    plain = build_model({"num_classes": 3, "width": 4, "depth": 2})
+    assert plain.stretch is None and not torch.allclose(plain.eval()(x), plain(darker), atol=1e-4)
+    out = IntensityStretch()(torch.full((1, 1, 8, 8), 0.3))  # a flat image: no division by zero
+    assert torch.isfinite(out).all()
+    with pytest.raises(ValueError, match="intensity"):
+        build_model({"num_classes": 2, "intensity": "equalize"})

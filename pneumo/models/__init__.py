@@ -3,7 +3,7 @@
 torchxrayvision itself is imported only when the DenseNet is asked for.
 """
 
-from pneumo.models.vgg import VGGNet, architecture_table, build_model, count_parameters
+from pneumo.models.vgg import INTENSITY_MODES, IntensityStretch, VGGNet, architecture_table, build_model, count_parameters
 from pneumo.models.xrv import (
     DEFAULT_WEIGHTS,
     XRVDenseNet,
@@ -14,6 +14,8 @@ from pneumo.models.xrv import (
 
 __all__ = [
     "DEFAULT_WEIGHTS",
+    "INTENSITY_MODES",
+    "IntensityStretch",
     "VGGNet",
     "XRVDenseNet",
     "XRVWeightsUnavailable",

@@ -4,6 +4,7 @@ The network is deliberately plain so that every layer can be named in the report
 probed by Grad-CAM::
 
     input (B, 1, H, W)
+    stretch: each image's 1st..99th percentile -> full range (optional) (B, 1, H, W)
     block1: [conv3x3 -> BN -> ReLU] x convs_per_block -> maxpool2   (B, w,    H/2,  W/2)
     block2: [conv3x3 -> BN -> ReLU] x convs_per_block -> maxpool2   (B, 2w,   H/4,  W/4)
     ...
@@ -20,6 +21,43 @@ from typing import Any, Mapping
 import pandas as pd
 import torch
 from torch import Tensor, nn
+
+from pneumo.training import BLACK, WHITE
+
+#: Per-image input normalisations a :class:`VGGNet` can start with.
+INTENSITY_MODES = ("none", "stretch")
+
+
+class IntensityStretch(nn.Module):
+    """Per-image linear contrast stretch, the first layer of a network: no parameters.
+
+    Each image's ``low`` and ``high`` quantiles are mapped to the normalised values of pixel
+    0 and 255 (:data:`pneumo.training.BLACK`, ``WHITE``) and values beyond are clipped, so
+    that a film's exposure and contrast no longer matter, only the order and relative spacing
+    of its grey levels. The quantiles are treated as constants for gradients: an attribution
+    of the network's output to its input sees a per-image linear map.
+
+    Shapes: (B, 1, H, W) -> (B, 1, H, W).
+    """
+
+    def __init__(self, low: float = 0.01, high: float = 0.99):
+        super().__init__()
+        if not 0.0 <= low < high <= 1.0:
+            raise ValueError(f"need 0 <= low < high <= 1, got {low=}, {high=}")
+        self.low, self.high = low, high
+
+    def forward(self, x: Tensor) -> Tensor:
+        flat = x.detach().flatten(1)  # (B, H*W)
+        n = flat.shape[1]
+        # kthvalue, not torch.quantile: the latter refuses inputs over 16M elements (big batches).
+        lo = flat.kthvalue(max(1, round(self.low * (n - 1)) + 1), dim=1).values  # (B,)
+        hi = flat.kthvalue(max(1, round(self.high * (n - 1)) + 1), dim=1).values
+        scale = (WHITE - BLACK) / (hi - lo).clamp_min(1e-3)  # a flat image maps to BLACK
+        y = (x - lo.view(-1, 1, 1, 1)) * scale.view(-1, 1, 1, 1) + BLACK
+        return y.clamp(BLACK, WHITE)
+
+    def extra_repr(self) -> str:
+        return f"low={self.low}, high={self.high}"
 
 
 class VGGNet(nn.Module):
@@ -40,6 +78,9 @@ class VGGNet(nn.Module):
         Dropout probability before the final linear layer.
     in_channels
         Input channels (1 for grey X-rays).
+    intensity
+        ``"stretch"`` starts the network with :class:`IntensityStretch` (per-image contrast
+        normalisation, no parameters); ``"none"`` feeds the input as it is.
 
     Notes
     -----
@@ -56,6 +97,7 @@ class VGGNet(nn.Module):
         convs_per_block: int = 2,
         dropout: float = 0.3,
         in_channels: int = 1,
+        intensity: str = "none",
     ):
         super().__init__()
         if num_classes < 1 or width < 1 or depth < 1 or convs_per_block < 1:
@@ -65,8 +107,13 @@ class VGGNet(nn.Module):
             )
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        if intensity not in INTENSITY_MODES:
+            raise ValueError(f"intensity must be one of {INTENSITY_MODES}, got {intensity!r}")
         self.num_classes = num_classes
         self.width, self.depth, self.convs_per_block = width, depth, convs_per_block
+        self.intensity = intensity
+        # No module at all for "none", so that the architecture table lists only what runs.
+        self.stretch = IntensityStretch() if intensity == "stretch" else None
 
         blocks: OrderedDict[str, nn.Module] = OrderedDict()
         c_in = in_channels
@@ -118,6 +165,8 @@ class VGGNet(nn.Module):
         Tensor
             (B, embedding_dim), before dropout and the linear head.
         """
+        if self.stretch is not None:
+            x = self.stretch(x)  # (B, 1, H, W), per-image contrast-normalised
         x = self.blocks(x)  # (B, C_last, H / 2**depth, W / 2**depth)
         return torch.flatten(self.gap(x), 1)  # (B, C_last)
 
@@ -229,7 +278,9 @@ def build_model(config_like: Mapping[str, Any] | Any) -> nn.Module:
         A mapping, or an object with ``to_dict()`` (a :class:`pneumo.config.TaskConfig`)
         or attributes, providing ``num_classes`` and optionally ``arch`` (``'vgg'``,
         default, or ``'xrv-densenet121'``), ``width``, ``depth``, ``convs_per_block``,
-        ``dropout`` (VGG) and ``xrv_weights`` (DenseNet).  Other keys are ignored.
+        ``dropout``, ``intensity`` (VGG; a config without it means ``"none"``, as models
+        saved before it existed were trained) and ``xrv_weights`` (DenseNet).  Other keys are
+        ignored.
 
     Returns
     -------
@@ -251,7 +302,8 @@ def build_model(config_like: Mapping[str, Any] | Any) -> nn.Module:
         raise KeyError("build_model needs 'num_classes' in the config")
     arch = cfg.get("arch", "vgg")
     if arch == "vgg":
-        kwargs = {k: cfg[k] for k in ("width", "depth", "convs_per_block", "dropout") if cfg.get(k) is not None}
+        kwargs = {k: cfg[k] for k in ("width", "depth", "convs_per_block", "dropout", "intensity")
+                  if cfg.get(k) is not None}
         return VGGNet(num_classes=int(cfg["num_classes"]), **kwargs)
     if arch == "xrv-densenet121":
         from pneumo.models.xrv import DEFAULT_WEIGHTS, load_xrv_densenet
