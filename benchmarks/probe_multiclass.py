@@ -1,6 +1,6 @@
 """Validation-only sweep of Task 1b settings: how far do they move bacterial-vs-viral AUC?
 
-    python benchmarks/probe_multiclass.py --device cuda --workers 9     # about 3 min on one H200
+    python benchmarks/probe_multiclass.py --device cuda --workers 9     # about 2 min on one H200
     python benchmarks/probe_multiclass.py --only ref10 ep20             # a subset (CPU: slow)
 
 Each probe trains a Task 1a network (cpu-profile architecture unless the probe changes it,
