@@ -386,6 +386,50 @@ def metrics_table(metric_fn: MetricFn, y_true, scores, groups, *, n_boot: int = 
     return table
 
 
+def mean_value(y_true, values, *, sample_weight=None) -> dict:
+    """``{"mean": ...}`` of ``values`` (``y_true`` is ignored): a metric for :func:`bootstrap_ci`.
+
+    With (n_boot, n) ``sample_weight`` it returns every resample's weighted mean at once.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    w, batched = _weights(sample_weight, values.shape[0])
+    return _finish({"mean": _div(w @ values, w.sum(axis=1))}, batched)
+
+
+def mean_ci(values, groups, *, n_boot: int = 1000, seed: int = 0, alpha: float = 0.05) -> tuple[float, float, float]:
+    """Mean of ``values`` with a patient-bootstrap percentile interval: ``(mean, low, high)``.
+
+    The same resampling as every other interval here (:func:`bootstrap_ci`): patients
+    (``groups``) are drawn with replacement, so several images of one patient move together.
+    NaN values are ignored; all NaN gives ``(nan, nan, nan)``.
+    """
+    values = np.asarray(values, np.float64)
+    groups = np.asarray(groups)
+    keep = np.isfinite(values)
+    values, groups = values[keep], groups[keep]
+    if values.size == 0:
+        return math.nan, math.nan, math.nan
+    if n_boot < 1:
+        return float(values.mean()), math.nan, math.nan
+    low, high = bootstrap_ci(mean_value, values, values, groups, n_boot=n_boot, seed=seed, alpha=alpha)["mean"]
+    return float(values.mean()), low, high
+
+
+def auc_standard_error(auc: float, n_pos: int, n_neg: int) -> float:
+    """Hanley & McNeil's (1982) standard error of an AUC estimated on ``n_pos`` + ``n_neg`` cases.
+
+    A rough guide to how much a validation AUC would move on another sample of the same
+    size (it ignores patient clustering, so it is if anything optimistic). 0 for an AUC of
+    exactly 0 or 1, NaN where undefined.
+    """
+    a = float(auc)
+    if not 0 < a < 1 or n_pos < 1 or n_neg < 1:
+        return 0.0 if a in (0.0, 1.0) else math.nan
+    q1, q2 = a / (2 - a), 2 * a * a / (1 + a)
+    var = (a * (1 - a) + (n_pos - 1) * (q1 - a * a) + (n_neg - 1) * (q2 - a * a)) / (n_pos * n_neg)
+    return math.sqrt(max(var, 0.0))
+
+
 # -- operating point -----------------------------------------------------------------------
 THRESHOLD_RULES = ("youden", "balanced_accuracy", "f1")
 

@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from pneumo.data import render_phantom
-from pneumo.explain import ExplainConfig, choose_images, mean_ci, run_explain
+from pneumo.explain import ExplainConfig, choose_images, run_explain
+from pneumo.metrics import mean_ci
 from pneumo.explain.attribution import GradCAM, ShapGradient, attribute_all, block_layers, integrated_gradients
 from pneumo.explain.lungs import LungTemplate, region_shares
 from pneumo.explain.neurons import (

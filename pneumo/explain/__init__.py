@@ -59,18 +59,20 @@ from pneumo.explain.sanity import (
     randomised_copy,
     rank_correlation,
 )
+from pneumo.metrics import mean_ci
 from pneumo.results import Entry, ResultCache, cache_key
 from pneumo.training import to_model_input
 from pneumo.upstream import classifier_entries, load_classifier, upstream_keys
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ExplainConfig", "run_explain", "choose_images", "mean_ci", "METHODS", "METHOD_NAMES",
+__all__ = ["ExplainConfig", "run_explain", "choose_images", "METHODS", "METHOD_NAMES",
            "GradCAM", "integrated_gradients", "ShapGradient", "LungTemplate", "region_shares",
            "randomised_copy", "perturbation_curves"]
 
 # Modules whose source decides the numbers (the networks themselves enter through their keys).
-CODE = ["pneumo.explain", "pneumo.data", "pneumo.imaging", "pneumo.models", "pneumo.training"]
+CODE = ["pneumo.explain", "pneumo.data", "pneumo.imaging", "pneumo.models", "pneumo.training",
+        "pneumo.metrics", "pneumo.upstream"]
 
 #: The attribution methods compared, in table order.
 METHODS = ("gradcam", "integrated_gradients", "shap")
@@ -119,29 +121,6 @@ class ExplainConfig(TaskConfig):
                     perturbation_steps=32, random_orders=5, neuron_channels=6, patch_images=4096,
                     maxact_steps=256, class_channels=4),
     }
-
-
-# -- statistics ----------------------------------------------------------------------------------
-def mean_ci(values, groups, *, n_boot: int = 1000, seed: int = 0) -> tuple[float, float, float]:
-    """Mean of ``values`` with a 95% patient-bootstrap percentile interval.
-
-    Patients (``groups``) are resampled with replacement, so several images of one patient
-    move together. NaN values are ignored.
-    """
-    values = np.asarray(values, np.float64)
-    groups = np.asarray(groups)
-    keep = np.isfinite(values)
-    values, groups = values[keep], groups[keep]
-    if len(values) == 0:
-        return float("nan"), float("nan"), float("nan")
-    codes, index = np.unique(groups, return_inverse=True)
-    sums = np.bincount(index, weights=values, minlength=len(codes))
-    counts = np.bincount(index, minlength=len(codes)).astype(np.float64)
-    rng = np.random.default_rng(seed)
-    draws = rng.multinomial(len(codes), np.full(len(codes), 1 / len(codes)), size=n_boot)  # (B, P)
-    boot = (draws @ sums) / np.maximum(draws @ counts, 1)
-    low, high = np.percentile(boot, [2.5, 97.5]) if n_boot else (np.nan, np.nan)
-    return float(values.mean()), float(low), float(high)
 
 
 def _summary_row(frame: pd.DataFrame, column: str, config: ExplainConfig) -> dict[str, float]:
