@@ -46,7 +46,7 @@ from pneumo.imaging import INTENSITY_MODES, gaussian_blur, normalise_intensity
 from pneumo.metrics import binary_metrics, metrics_table
 from pneumo.models import count_parameters
 from pneumo.results import Entry, ResultCache, cache_key
-from pneumo.training import augment_batch, to_model_input
+from pneumo.training import augment_batch, time_left, to_model_input
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +106,7 @@ class AnomalyConfig(TaskConfig):
     force: bool = param(False, "recompute even when a cached entry exists", key=False)
 
     PROFILES = {
-        "smoke": dict(decode_resolution=64, resolution=32, width=8, depth=3, latent=16, epochs=20,
+        "smoke": dict(decode_resolution=64, resolution=32, width=8, depth=3, latent=16, epochs=8,
                       patience=5, batch_size=16, lr=3e-3, bootstrap=200, comparators=False),
         "cpu": {},
         "gpu": dict(decode_resolution=224, resolution=128, width=32, depth=5, latent=128,
@@ -343,8 +343,8 @@ def train_autoencoder(
             row = {"epoch": epoch, "lr": lr_now, "train_loss": loss_sum.item() / (steps * batch_size),
                    "val_loss": val_loss, "seconds": time.perf_counter() - t_epoch}
             history.append(row)
-            log.info("AE epoch %d/%d  train loss %.4f | val loss %.4f | %.1fs", epoch, epochs,
-                     row["train_loss"], val_loss, row["seconds"])
+            log.info("AE epoch %d/%d  train loss %.4f | val loss %.4f | %.1fs, at most %s left", epoch, epochs,
+                     row["train_loss"], val_loss, row["seconds"], time_left(history, epochs))
             if val_loss < best_loss:
                 best_loss, best_epoch = val_loss, epoch
                 best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
@@ -610,7 +610,9 @@ def run_anomaly(config: AnomalyConfig, *, compute: bool = True) -> Entry:
                       for mode in dict.fromkeys(settings["intensity"] for _, settings in autoencoders)}
         columns: dict[str, dict[str, np.ndarray]] = {"val": {}, "test": {}}
         variant_rows, histories, models = [], [], {}
-        for name, settings in autoencoders:
+        for number, (name, settings) in enumerate(autoencoders, 1):
+            log.info("anomaly: autoencoder %d of %d, %s (%d epochs)", number, len(autoencoders), name,
+                     settings["epochs"])
             small = inputs[settings["intensity"]]
             train_x, train_rows = normal_images(small["train"], rows["train"])
             val_normal_x, _ = normal_images(small["val"], rows["val"])

@@ -81,7 +81,7 @@ class ClassifierConfig(TaskConfig):
     force: bool = param(False, "recompute even when a cached entry exists", key=False)
 
 
-_SMOKE = dict(resolution=64, width=12, depth=3, epochs=10, grid_epochs=2, grid="reduced", lr=3e-3,
+_SMOKE = dict(resolution=64, width=8, depth=3, epochs=6, grid_epochs=1, grid="reduced", lr=3e-3,
               batch_size=32, bootstrap=200, patience=4, warmup_epochs=0.5, comparators=False)
 _GPU = dict(resolution=224, width=32, depth=5, epochs=40, grid_epochs=40, grid="full",
             batch_size=64, patience=8, warmup_epochs=2.0)
@@ -356,7 +356,9 @@ def _run_grid(config, data, cache, init_state, init_key) -> pd.DataFrame:
     datasets = {data.resolution: data}
     variants = grid_variants(config)
     screen_epochs = config.epochs if len(variants) == 1 else min(config.grid_epochs, config.epochs)
-    for name, changes in variants:
+    for number, (name, changes) in enumerate(variants, 1):
+        log.info("%s grid: variant %d of %d, %s (%d epochs)", type(config).__name__.removesuffix("Config").lower(),
+                 number, len(variants), name, screen_epochs)
         resolution = changes.get("resolution", config.resolution)
         if resolution not in datasets:
             datasets[resolution] = _load_like(config.replace(resolution=resolution), cache)

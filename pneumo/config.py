@@ -125,8 +125,9 @@ class TaskConfig:
         Parameters
         ----------
         profile
-            ``"smoke"``, ``"cpu"``, ``"gpu"``, or None/``"auto"`` to follow the hardware
-            (``gpu`` when CUDA is available, else ``cpu``).
+            ``"smoke"``, ``"cpu"``, ``"gpu"``, or None/``"auto"`` to follow the data and the
+            hardware (:func:`pneumo.device.default_profile`: ``smoke`` on synthetic phantoms,
+            else ``gpu`` when CUDA is available, else ``cpu``).
         **overrides
             Field values; ``None`` values are ignored so that a papermill parameters cell
             can list every field with ``None`` meaning "the profile's value".
@@ -137,7 +138,7 @@ class TaskConfig:
         if profile in (None, "auto"):
             from pneumo.device import default_profile
 
-            profile = default_profile()
+            profile = default_profile(overrides.get("data"))
         if profile not in PROFILES:
             raise ConfigError(f"profile must be one of {list(PROFILES)} or 'auto', got {profile!r}")
         values = {**cls.PROFILES.get(profile, {}), **overrides, "profile": profile}

@@ -141,10 +141,12 @@ def _run_notebook(spec: TaskSpec, config: TaskConfig) -> Entry:
         notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
                                            "language": "python"}
         jupytext.write(notebook, source)
-        log.info("running %s through papermill", spec.script.name)
+        log.info("running %s through papermill (profile %s)", spec.script.name, config.profile)
+        # The notebook's log lines (task phase, grid variant k of n, epoch, time left) go to
+        # this process's stderr as they come, so a long run shows where it is.
         papermill.execute_notebook(
             str(source), str(executed), parameters=config.to_dict(), kernel_name="python3",
-            cwd=str(PROJECT_ROOT), progress_bar=False, log_output=False,
+            cwd=str(PROJECT_ROOT), progress_bar=False, log_output=False, stderr_file=sys.stderr,
         )
         entry = _entry_printed_by(executed)
         if entry is None or not entry.exists:

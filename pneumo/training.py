@@ -302,6 +302,14 @@ def _is_better(row: dict[str, float], best: dict[str, float] | None, metric: str
     return row["val_loss"] < best["val_loss"]
 
 
+def time_left(history: list[dict[str, float]], epochs: int) -> str:
+    """The remaining epochs at the mean pace so far, as ``"1 min 20 s"`` (for progress lines)."""
+    if not history:
+        return "?"
+    seconds = round(sum(row["seconds"] for row in history) / len(history) * (epochs - len(history)))
+    return f"{seconds // 60} min {seconds % 60} s" if seconds >= 60 else f"{seconds} s"
+
+
 def train_classifier(
     model: nn.Module,
     train_images: np.ndarray,
@@ -509,10 +517,10 @@ def train_classifier(
 
             log.info(
                 "epoch %d/%d  lr %.2e  train loss %.4f acc %.4f | val loss %.4f acc %.4f bal_acc %.4f "
-                "auc %.4f | %.1fs, %.0f img/s, data wait %.1f%%",
+                "auc %.4f | %.1fs, %.0f img/s, data wait %.1f%%, at most %s left",
                 epoch, epochs, lr_now, row["train_loss"], row["train_acc"], row["val_loss"], row["val_acc"],
                 row["val_bal_acc"], row["val_auc"], row["seconds"], row["images_per_s"],
-                100 * row["data_wait_fraction"],
+                100 * row["data_wait_fraction"], time_left(history, epochs),
             )
             if _is_better(row, best_row, select_metric):
                 best_row, best_epoch, best_state = row, epoch, _cpu_state(model)
