@@ -87,3 +87,18 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def smoke_entries(task_phantoms, task_cache) -> dict:
+    """Every task's smoke entry on the session phantoms, as the report reads them.
+
+    ``{task: pneumo.report.ReportEntry}``; computed in this process where the task tests
+    have not computed them already (they share :func:`task_cache`).
+    """
+    from pneumo.report import ReportEntry
+    from pneumo.runner import TASK_REGISTRY, run_task
+
+    return {name: ReportEntry(run_task(name, "smoke", notebook=False, data=str(task_phantoms),
+                                       cache=str(task_cache)), name)
+            for name in TASK_REGISTRY}

@@ -9,7 +9,8 @@ place where it appears (after the code cells above it, as Quarto evaluates them)
 expression must evaluate without error to a string, an integer or
 ``IPython.display.Markdown``; it must not read "nan" or "None", must not be an unformatted
 float, and a string must hold neither a backslash nor both quote characters (Quarto shows
-strings through their ``repr``, stripping the quotes but not the escapes).
+strings through their ``repr``, stripping the quotes but not the escapes) nor an ``@``
+reference or citation (Quarto resolves those only in Markdown output).
 
 :func:`execute` runs the notebook with nbclient on the ``python3`` kernel from the project
 root (what ``execute-dir: project`` does) with extra environment variables, and raises
@@ -222,6 +223,10 @@ def __qmd_check(items):
             # Quarto shows a string through its repr: quotes are stripped, but escapes stay.
             raise ValueError(f"inline expression at {where} holds a backslash or both quote "
                              f"characters, which Quarto would show escaped: {text!r}")
+        if isinstance(value, str) and re.search(r"(?<![\w.])@[A-Za-z]", text):
+            # Quarto inserts a string as text: "@fig-x" would show as a broken citation "(fig?)-x".
+            raise ValueError(f"inline expression at {where} carries a reference or citation in a plain "
+                             f"string; return it as Markdown (pneumo.report.markdown): {text!r}")
         if not text.strip() or re.search(r"\bnan\b", text, re.IGNORECASE) or re.search(r"\bNone\b", text):
             raise ValueError(f"inline expression at {where} reads {text!r}: `{{python}} {expr}`")
 '''

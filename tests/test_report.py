@@ -103,15 +103,17 @@ def test_synthetic_data_is_announced_at_the_top(executed):
 
 def test_command_line_computes_and_explains_quarto(report_env, executed, monkeypatch, capsys):
     """`python -m pneumo.report` without Quarto: computes (here: finds) everything, exits 0."""
-    from pneumo import report
+    from pneumo.report import build
 
     for key, value in report_env.items():
         monkeypatch.setenv(key, value)
-    monkeypatch.setattr(report.shutil, "which", lambda name: None)
-    assert report.main(["--profile", "smoke"]) == 0
+    monkeypatch.setattr(build.shutil, "which", lambda name: None)
+    assert build.main(["--profile", "smoke"]) == 0
     out = capsys.readouterr().out
     assert "https://quarto.org/docs/get-started/" in out and "quarto render" in out
-    assert all(f"{name}:" in out for name in report.TASKS)
+    from pneumo.runner import TASK_REGISTRY
+
+    assert all(f"{name}:" in out for name in TASK_REGISTRY)
 
 
 # -- structure ----------------------------------------------------------------------------------
@@ -130,6 +132,33 @@ def test_cross_references_have_targets(document):
     referenced = {ref for _, ref in qmd.references(document)}
     unreferenced = {l for l in labels if l.startswith(("fig-", "tbl-"))} - referenced
     assert not unreferenced, f"figures/tables never referenced in the text: {unreferenced}"
+
+
+def test_sections_read_no_other_sections_globals():
+    """Each section file computes what it shows itself: every name its code and inline values
+    read is defined in that file (or is a builtin), so sections share no globals."""
+    import ast
+    import builtins
+
+    for path in sorted(REPORT_DIR.glob("*.qmd")):
+        # The file's own lines, includes not expanded.
+        lines = [qmd.Line(text, path, n) for n, text in enumerate(path.read_text().splitlines(), 1)]
+        doc = qmd.Document(path, lines)
+        sources = ["\n".join(l.text for l in c.lines if not l.text.lstrip().startswith("#|"))
+                   for c in qmd.chunks(doc) if c.kind == "code"]
+        sources += [expr for _, expr in qmd.inline_expressions(doc)]
+        defined, used = set(dir(builtins)), set()
+        for source in sources:
+            for node in ast.walk(ast.parse(source)):
+                if isinstance(node, ast.Name):
+                    (defined if isinstance(node.ctx, ast.Store) else used).add(node.id)
+                elif isinstance(node, (ast.Import, ast.ImportFrom)):
+                    defined.update((a.asname or a.name).split(".")[0] for a in node.names)
+                elif isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+                    defined.add(node.name)
+                elif isinstance(node, ast.arg):
+                    defined.add(node.arg)
+        assert not used - defined, f"{path.name} reads names it does not define: {sorted(used - defined)}"
 
 
 def test_labels_are_unique(document):
@@ -209,6 +238,14 @@ def test_qmd_expands_includes_and_finds_inline_code(tmp_path):
     (tmp_path / "main.qmd").write_text("{{< include missing.qmd >}}\n")
     with pytest.raises(FileNotFoundError, match="missing.qmd"):
         qmd.expand(tmp_path / "main.qmd")
+
+
+def test_qmd_rejects_a_reference_in_a_plain_string(tmp_path):
+    (tmp_path / "doc.qmd").write_text("```{python}\nfrom IPython.display import Markdown\n```\n\n"
+                                      "Fine: `{python} Markdown('see @fig-x')`.\n\n"
+                                      "Broken: `{python} 'see (@fig-x)'`.\n")
+    with pytest.raises(qmd.QmdError, match=r"doc.qmd:7.*reference or citation"):
+        qmd.run(tmp_path / "doc.qmd", cwd=tmp_path, timeout=60)
 
 
 def test_qmd_names_the_failing_inline_expression(tmp_path):
@@ -335,21 +372,96 @@ def test_plots_return_page_sized_figures(tmp_path):
 
 
 # -- Quarto -------------------------------------------------------------------------------------
+#: Lines of a render log that are not problems of the report: ipykernel's note on its local
+#: transport (printed by the Jupyter kernel that Quarto starts, whatever the document holds).
+HARMLESS_LOG = (re.compile(r"\[IPKernelApp\] WARNING \| Kernel is running over TCP without encryption"),)
+#: What a warning or an error looks like in the log of Quarto, pandoc, citeproc or Typst.
+PROBLEM_LOG = re.compile(r"\bWARN(ING)?\b|\bwarning:|\berror:|\bERROR\b|[Cc]iteproc|not found", re.IGNORECASE)
+#: Unresolved cross-references and citations as Quarto and pandoc print them.
+UNRESOLVED = ("?@", "(fig?)", "(tbl?)", "(sec?)", "?fig-", "?tbl-", "?sec-")
+
+
+def problems_in_log(log: str) -> list[str]:
+    """The lines of a render log that report a warning or an error."""
+    return [line for line in log.splitlines()
+            if PROBLEM_LOG.search(line) and not any(p.search(line) for p in HARMLESS_LOG)]
+
+
+def words_below_margin(bbox_html: str, *, bottom_margin_pt: float) -> list[tuple[int, str]]:
+    """``(page, word)`` of every word in a page's bottom margin except the page number.
+
+    ``bbox_html`` is ``pdftotext -bbox`` output; Typst sets the page number in the bottom
+    margin, and nothing else belongs there (a table that runs off a page prints over it).
+    """
+    out = []
+    pages = re.findall(r'<page width="([\d.]+)" height="([\d.]+)">(.*?)</page>', bbox_html, re.S)
+    for number, (_, height, body) in enumerate(pages, 1):
+        limit = float(height) - bottom_margin_pt
+        low = [w for y, w in re.findall(r'<word xMin="[\d.]+" yMin="([\d.]+)" xMax="[\d.]+" yMax="[\d.]+">([^<]*)</word>', body)
+               if float(y) > limit]
+        if low not in ([], [str(number)]) and not (len(low) == 1 and low[0].isdigit()):
+            out.extend((number, w) for w in low)
+    return out
+
+
+def last_rows(nb) -> dict[str, str]:
+    """``{table label: first cell of its last row}`` from the executed report's table cells."""
+    rows = {}
+    for label, cell in _cells(nb, "tbl-").items():
+        text = next(o["data"]["text/markdown"] for o in cell.outputs if "text/markdown" in o.get("data", {}))
+        last = text.strip().splitlines()[-1]
+        cells = [c.strip().strip("*").strip() for c in re.split(r"(?<!\\)\|", last)[1:-1]]
+        rows[label] = next((c for c in cells if c and c != "–"), "")
+    return rows
+
+
+def test_log_and_page_checks_can_fail():
+    """The render test's checks catch what they are for (so a green render test means something)."""
+    assert problems_in_log("WARN (typst) unknown font\nOutput created: x.pdf") == ["WARN (typst) unknown font"]
+    assert problems_in_log("[WARNING] Citeproc: citation fig not found") != []
+    assert problems_in_log("[IPKernelApp] WARNING | Kernel is running over TCP without encryption. All") == []
+    page = ('<page width="595.0" height="842.0"><word xMin="1" yMin="700.0" xMax="2" yMax="710">body</word>'
+            '<word xMin="1" yMin="800.0" xMax="2" yMax="810">3</word></page>')
+    assert words_below_margin(page, bottom_margin_pt=62) == []
+    overprint = page.replace(">body<", ">x<").replace('yMin="700.0"', 'yMin="790.0"')
+    assert words_below_margin(overprint, bottom_margin_pt=62) == [(1, "x"), (1, "3")]
+
+
 @pytest.mark.slow
-@pytest.mark.skipif(shutil.which("quarto") is None, reason="Quarto is not installed (https://quarto.org)")
+@pytest.mark.skipif(shutil.which("quarto") is None,
+                    reason="Quarto is not on PATH (install Quarto >= 1.7, https://quarto.org; here "
+                           "../shared/tools/quarto/install.sh lays one out)")
 def test_quarto_renders_html_and_pdf(report_env, executed, tmp_path):
-    """`quarto render` builds the self-contained HTML and the Typst PDF."""
+    """`quarto render` builds the HTML and the Typst PDF with no warning, every reference
+    resolved and every page within its margins."""
     out = tmp_path / "render"
-    env = {**os.environ, **report_env, "QUARTO_PYTHON": sys.executable}
+    env = {**os.environ, **report_env, "QUARTO_PYTHON": sys.executable,
+           "PATH": os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])}
     result = subprocess.run(["quarto", "render", "--output-dir", str(out)], cwd=REPO_ROOT, env=env,
                             capture_output=True, text=True, timeout=1800)
-    assert result.returncode == 0, result.stderr[-5000:]
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-5000:]
+    assert not problems_in_log(log), "render log has warnings:\n" + "\n".join(problems_in_log(log))
     html = list(out.rglob("index.html"))
     pdf = list(out.rglob("index.pdf"))
     assert html and pdf, sorted(p.relative_to(out) for p in out.rglob("*"))
+
     page = html[0].read_text(encoding="utf-8", errors="replace")
     assert "Pneumonia in paediatric chest X-rays" in page
-    assert "?@" not in page, "unresolved cross-reference in the HTML"
+    assert not [u for u in UNRESOLVED if u in page], "unresolved cross-reference in the HTML"
     assert "Kermany" in page and "Identifying Medical Diagnoses" in page  # bibliography rendered
     assert "<img" in page and "data:image/png;base64" in page  # figures embedded
-    assert pdf[0].stat().st_size > 50_000
+
+    if shutil.which("pdftotext") is None:
+        pytest.skip("pdftotext (poppler-utils) is not installed: the PDF's pages were not checked")
+    text = subprocess.run(["pdftotext", "-layout", str(pdf[0]), "-"], capture_output=True, text=True).stdout
+    pages = text.count("\f")
+    assert 20 <= pages <= 120, f"{pages} pages"
+    assert not [u for u in UNRESOLVED if u in text], "unresolved cross-reference in the PDF"
+    flat = re.sub(r"\s+", " ", text)
+    missing = {label: row for label, row in last_rows(executed).items()
+               if row and re.sub(r"\s+", " ", row.replace("`", "")) not in flat}
+    assert not missing, f"tables whose last row is not in the PDF: {missing}"
+    bbox = subprocess.run(["pdftotext", "-bbox", str(pdf[0]), "-"], capture_output=True, text=True).stdout
+    margin_pt = 2.2 / 2.54 * 72  # _quarto.yml: margin y 2.2cm
+    assert not words_below_margin(bbox, bottom_margin_pt=margin_pt), "text in the bottom margin"
