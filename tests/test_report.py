@@ -81,16 +81,33 @@ def test_every_figure_cell_shows_one_figure(executed):
         assert len(images) == 1, f"{label} displays {len(images)} images"
 
 
-def test_every_table_cell_shows_one_pipe_table(executed):
+def _table_lines(text: str) -> list[str]:
+    """The lines of a simple table as :func:`pneumo.report.md_table` writes it, checked."""
+    lines = text.rstrip("\n").split("\n")
+    assert len(lines) >= 3 and set(lines[1]) <= {"-", " "} and "-" in lines[1], lines[:2]
+    return lines
+
+
+def _cells_of(line: str, rule: str) -> list[str]:
+    """A simple-table row split at the column spans of its dash rule."""
+    spans = [(m.start(), m.end()) for m in re.finditer(r"-+", rule)]
+    return [line[a:b].strip() for a, b in spans]
+
+
+def test_every_table_cell_shows_one_table(executed):
     tables = _cells(executed, "tbl-")
     assert len(tables) >= 8
     for label, cell in tables.items():
         markdown = [o["data"]["text/markdown"] for o in cell.outputs if "text/markdown" in o.get("data", {})]
         assert len(markdown) == 1, f"{label} displays {len(markdown)} markdown outputs"
-        lines = markdown[0].strip().splitlines()
-        assert len(lines) >= 3 and lines[0].startswith("|") and set(lines[1]) <= set("|:- "), label
-        widths = {line.count("|") - line.count("\\|") for line in lines}
-        assert len(widths) == 1, f"{label}: rows have different numbers of cells"
+        lines = _table_lines(markdown[0])
+        columns = len(lines[1].split())
+        for line in lines[2:]:
+            # Every row stays inside the columns of the rule, so no cell spills into the next.
+            assert len(line) <= len(lines[1]), (label, line)
+            gaps = [i for i, ch in enumerate(lines[1]) if ch == " "]
+            assert all(line[i:i + 1] in ("", " ") for i in gaps), (label, line)
+        assert columns == len(_cells_of(lines[0], lines[1])), label
 
 
 def test_synthetic_data_is_announced_at_the_top(executed):
@@ -120,7 +137,7 @@ def test_command_line_computes_and_explains_quarto(report_env, executed, monkeyp
 def test_includes_resolve_and_cover_every_section_file(document):
     included = {p.name for p in document.includes}
     assert {"_intro.qmd", "_binary.qmd", "_multiclass.qmd", "_embeddings.qmd", "_anomaly.qmd",
-            "_explain.qmd"} <= included
+            "_explain.qmd", "_appendix.qmd"} <= included
     orphans = {p.name for p in REPORT_DIR.glob("_*.qmd")} - included
     assert not orphans, f"section files not included by index.qmd: {orphans}"
 
@@ -270,13 +287,20 @@ def test_format_helpers():
     assert report.join_words(["a", "b", "c"], "or") == "a, b or c" and report.join_words([]) == ""
 
 
-def test_md_table_is_a_valid_pipe_table():
+def test_md_table_is_a_simple_table_aligned_by_its_rule():
     from pneumo.report import md_table
 
     frame = pd.DataFrame({"name": ["a|b", "c"], "x": [0.12345, np.nan], "n": [1234, 5]})
-    text = md_table(frame).data.strip().splitlines()
-    assert text[0] == "| name | x | n |" and text[1] == "|:---|---:|---:|"
-    assert text[2] == "| a\\|b | 0.123 | 1,234 |" and text[3] == "| c | – | 5 |"
+    lines = md_table(frame).data.rstrip("\n").split("\n")
+    # The rule overhangs a left-aligned header on the right, a right-aligned one on the left.
+    assert lines == ["name        x       n",
+                     "-----  ------  ------",
+                     "a|b     0.123   1,234",
+                     "c           –       5"]
+    centred = md_table(pd.DataFrame({"v": ["x"]}), align={"v": "center"}).data.split("\n")
+    assert centred[:2] == [" v", "---"]
+    with pytest.raises(ValueError):
+        md_table(pd.DataFrame())
 
 
 def test_metrics_with_ci_and_labels():
@@ -295,7 +319,9 @@ def test_metrics_with_ci_and_labels():
 
 
 def test_grid_story_explains_the_winner_from_the_numbers():
-    from pneumo.report import auc_standard_error, grid_story, grid_table
+    from pneumo.metrics import auc_standard_error
+    from pneumo.report import grid_table
+    from pneumo.report.classification import grid_story
 
     grid = pd.DataFrame({
         "variant": ["augment=False", "baseline", "width=24", "xrv"],
@@ -409,8 +435,8 @@ def last_rows(nb) -> dict[str, str]:
     rows = {}
     for label, cell in _cells(nb, "tbl-").items():
         text = next(o["data"]["text/markdown"] for o in cell.outputs if "text/markdown" in o.get("data", {}))
-        last = text.strip().splitlines()[-1]
-        cells = [c.strip().strip("*").strip() for c in re.split(r"(?<!\\)\|", last)[1:-1]]
+        lines = _table_lines(text)
+        cells = [c.strip("*` ") for c in _cells_of(lines[-1], lines[1])]
         rows[label] = next((c for c in cells if c and c != "–"), "")
     return rows
 

@@ -11,11 +11,13 @@ cache.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -32,6 +34,10 @@ OUTPUT_DIR = PROJECT_ROOT / "_output" / "report"
 #: Set for the ``quarto render`` that :func:`main` starts: its pre-render step then has
 #: nothing left to compute.
 COMPUTED_ENV = "PNEUMO_REPORT_COMPUTED"
+
+#: ``{task: entry folder}`` (JSON) of the entries :func:`main` computed, for the document's
+#: kernel (:func:`pneumo.report.entries.task_entry`).
+ENTRIES_ENV = "PNEUMO_REPORT_ENTRIES"
 
 QUARTO_HELP = """\
 Quarto was not found on PATH, so the report was not rendered (every result is computed and
@@ -100,6 +106,55 @@ def compute_all(profile: str | None = None, *, notebook: bool = True, **params: 
     return entries
 
 
+def render(quarto: str, env: dict[str, str], output_dir: Path) -> int:
+    """Render ``report/index.html`` and ``report/index.pdf`` under ``output_dir``, executing
+    the document once.
+
+    Quarto executes a document once per output format. Here the HTML render keeps its
+    executed Markdown (``keep-md``), and the PDF is typeset from that Markdown in a scratch
+    copy of the project whose only format is Typst, so the second format costs seconds
+    instead of a second run of every cell. Plain ``quarto render`` gives the same two
+    files, executing twice.
+
+    Returns
+    -------
+    int
+        Quarto's exit code (0 when both files were written).
+    """
+    import yaml
+
+    document = PROJECT_ROOT / "report" / "index.qmd"
+    executed = document.with_name("index.html.md")
+    figures = document.with_name("index_files")
+    try:
+        log.info("rendering HTML with %s", quarto)
+        html = subprocess.run([quarto, "render", str(document), "--to", "html", "-M", "keep-md:true",
+                               "--output-dir", str(output_dir)], cwd=PROJECT_ROOT, env=env, check=False)
+        if html.returncode != 0 or not executed.is_file():
+            return html.returncode or 1
+        log.info("typesetting the PDF through Typst from the executed document")
+        with tempfile.TemporaryDirectory(prefix="pneumo-print-") as tmp:
+            scratch = Path(tmp)
+            config = yaml.safe_load((PROJECT_ROOT / "_quarto.yml").read_text())
+            config["project"].update({"render": ["index.md"], "output-dir": "out"})
+            config["project"].pop("pre-render", None)
+            config["format"] = {"typst": config["format"]["typst"]}
+            (scratch / "_quarto.yml").write_text(yaml.safe_dump(config, sort_keys=False))
+            bibliography = scratch / config["bibliography"]
+            bibliography.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(PROJECT_ROOT / config["bibliography"], bibliography)
+            shutil.copy2(executed, scratch / "index.md")
+            shutil.copytree(figures, scratch / figures.name)
+            pdf = subprocess.run([quarto, "render", "--to", "typst"], cwd=scratch, env=env, check=False)
+            if pdf.returncode != 0:
+                return pdf.returncode
+            shutil.copy2(scratch / "out" / "index.pdf", output_dir / "report" / "index.pdf")
+        return 0
+    finally:
+        executed.unlink(missing_ok=True)
+        shutil.rmtree(figures, ignore_errors=True)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m pneumo.report``: compute every task, then render with Quarto if installed."""
     parser = argparse.ArgumentParser(
@@ -110,6 +165,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "phantoms, gpu with CUDA, else cpu)")
     parser.add_argument("--compute-only", "--no-render", dest="compute_only", action="store_true",
                         help="compute only, do not run Quarto (the pre-render step of `quarto render`)")
+    parser.add_argument("--output-dir", type=Path, default=OUTPUT_DIR.parent,
+                        help="Quarto's output folder: the report goes to its report/ (default: _output)")
     args = parser.parse_args(argv)
 
     from pneumo.runner import setup_logging
@@ -138,12 +195,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     # also when it was started as .venv/bin/python without activating the environment.
     env.setdefault("QUARTO_PYTHON", sys.executable)
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
-    env.update({"PNEUMO_PROFILE": profile, COMPUTED_ENV: "1"})
-    log.info("rendering with %s (HTML, then PDF through Typst)", quarto)
+    # The document's kernel reads these entries instead of looking every task up again.
+    env.update({"PNEUMO_PROFILE": profile, COMPUTED_ENV: "1",
+                ENTRIES_ENV: json.dumps({name: str(entry.path) for name, entry in entries.items()})})
     start = time.perf_counter()
-    result = subprocess.run([quarto, "render"], cwd=PROJECT_ROOT, env=env, check=False)
-    if result.returncode == 0:
+    code = render(quarto, env, args.output_dir.resolve())
+    if code == 0:
         log.info("rendered in %.0f s", time.perf_counter() - start)
         for name in ("index.html", "index.pdf"):
-            print(f"wrote {OUTPUT_DIR / name}")
-    return result.returncode
+            print(f"wrote {args.output_dir / 'report' / name}")
+    return code

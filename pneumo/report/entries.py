@@ -8,6 +8,7 @@ sections); a read that fails because the entry lacks a file raises
 from __future__ import annotations
 
 import functools
+import json
 import os
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -117,8 +118,13 @@ def _computed(name: str, profile: str | None) -> Entry:
 def task_entry(name: str) -> ReportEntry:
     """A task's entry for the report's profile (``$PNEUMO_PROFILE``), computed when missing.
 
-    Looked up once per process, so the sections of one render share the lookups.
+    Looked up once per process, so the sections of one render share the lookups; when
+    ``python -m pneumo.report`` has just computed the entries, it names them in
+    ``$PNEUMO_REPORT_ENTRIES`` and they are read without a lookup.
     """
+    named = json.loads(os.environ.get("PNEUMO_REPORT_ENTRIES") or "{}")
+    if name in named and Entry(named[name]).exists:
+        return ReportEntry(Entry(named[name]), name)
     return ReportEntry(_computed(name, report_profile()), name)
 
 

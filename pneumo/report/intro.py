@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pneumo.data import CLASSES
 from pneumo.report.entries import ReportEntry, sample_images, task_dataset, task_entry
-from pneumo.report.provenance import split_provenance
+from pneumo.report.provenance import entry_provenance
 from pneumo.report.section import Section
 from pneumo.report.tables import data_counts
 from pneumo.report.text import count, pct
@@ -129,10 +129,7 @@ def intro_section(binary: ReportEntry | None = None) -> Section:
     kaggle = summary["kaggle_counts"]
     kaggle_total = {split: int(sum(by_class.values())) for split, by_class in kaggle.items()}
     train_normal, test_normal = float(share.loc["train", "normal"]), float(share.loc["test", "normal"])
-    predictions = binary.table("predictions")
-    provenance = split_provenance(kaggle.get("test", {}),
-                                       predictions.loc[predictions["split"] == "test", "relpath"],
-                                       synthetic=synthetic)
+    provenance = entry_provenance(binary)
     table = counts.rename(index={"val": "validation"})
     table.columns = ["normal", "bacterial", "viral", "images", "patients"]
     return Section(

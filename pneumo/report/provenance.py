@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Iterable, Mapping
 
-__all__ = ["OFFICIAL_TEST_COUNTS", "OFFICIAL_TEST_FILES", "Provenance", "split_provenance"]
+__all__ = ["OFFICIAL_TEST_COUNTS", "OFFICIAL_TEST_FILES", "Provenance", "split_provenance", "entry_provenance"]
 
 #: Images per class in the official test split (Kermany et al. 2018, Mendeley Data v2).
 OFFICIAL_TEST_COUNTS = {"normal": 234, "bacterial": 242, "viral": 148}
@@ -85,3 +85,16 @@ def split_provenance(test_counts: Mapping[str, int], test_relpaths: Iterable[str
                                  f"files (such as `{OFFICIAL_TEST_FILES[0]}`), so it was drawn from "
                                  "elsewhere in the collection")
     return Provenance(False, f"it holds {found}, where the official split holds {official}")
+
+
+def entry_provenance(entry) -> Provenance:
+    """:func:`split_provenance` of the data a Task 1 entry was computed on.
+
+    Reads the test folder's class counts as found (``data_summary.json``) and the test
+    images' paths (the ``predictions`` table) of ``entry`` (a :class:`pneumo.results.Entry`
+    or :class:`pneumo.report.ReportEntry`).
+    """
+    predictions = entry.table("predictions")
+    return split_provenance(entry.json("data_summary")["kaggle_counts"].get("test", {}),
+                            predictions.loc[predictions["split"] == "test", "relpath"],
+                            synthetic=bool(entry.metrics["data_synthetic"]))

@@ -116,7 +116,8 @@ def markdown(text: str):
 def _cell(value: Any, fmt: str | None, intfmt: str) -> str:
     if isinstance(value, (bool, np.bool_)):
         text = "yes" if value else "no"
-    elif value is None or (isinstance(value, (float, np.floating)) and not math.isfinite(float(value))):
+    elif value is None or value is pd.NA or (isinstance(value, (float, np.floating))
+                                             and not math.isfinite(float(value))):
         text = "–"
     elif isinstance(value, (int, np.integer)):
         text = format(int(value), intfmt)
@@ -124,13 +125,22 @@ def _cell(value: Any, fmt: str | None, intfmt: str) -> str:
         text = format(float(value), fmt) if fmt else str(value)
     else:
         text = str(value)
-    # A pipe would end the cell and a newline the row.
-    return text.replace("|", "\\|").replace("\n", " ")
+    return " ".join(text.split())  # a row is one line of the source
+
+
+def _place(text: str, width: int, side: str) -> str:
+    """``text`` in a column of ``width`` characters, set to the ``side`` it is aligned to."""
+    return {"left": text.ljust, "right": text.rjust, "center": text.center}[side](width)
 
 
 def md_table(df: pd.DataFrame, floatfmt: str | Mapping[str, str] = ".3f", *, index: bool = False,
              intfmt: str = ",", align: Mapping[str, str] | None = None):
-    """A pipe table (``IPython.display.Markdown``) that Quarto renders in HTML and Typst.
+    """A Markdown table (``IPython.display.Markdown``) that Quarto renders in HTML and Typst.
+
+    The table is a pandoc *simple table* (one line per row, columns set by the dashes under
+    the header), which leaves the column widths to the output's own layout: the browser's,
+    or Typst's ``auto`` columns, which fit the text width and wrap long cells instead of
+    splitting words or overprinting a neighbour.
 
     Parameters
     ----------
@@ -148,25 +158,27 @@ def md_table(df: pd.DataFrame, floatfmt: str | Mapping[str, str] = ".3f", *, ind
 
     Notes
     -----
-    Missing values are written as an en dash; ``|`` in text is escaped.
+    Missing values are written as an en dash; line breaks in text become spaces.
     """
     frame = df.reset_index() if index else df
-    columns = [str(c) for c in frame.columns]
+    columns = [" ".join(str(c).split()) for c in frame.columns]
     if not columns:
         raise ValueError("md_table needs at least one column")
     numeric = {str(c): pd.api.types.is_numeric_dtype(frame[c]) and not pd.api.types.is_bool_dtype(frame[c])
                for c in frame.columns}
     align = dict(align or {})
-    marks = {"left": ":---", "right": "---:", "center": ":---:"}
-    header = "| " + " | ".join(c.replace("|", "\\|") for c in columns) + " |"
-    rule = "|" + "|".join(marks[align.get(c, "right" if numeric[c] else "left")] for c in columns) + "|"
-    lines = [header, rule]
-    for values in frame.itertuples(index=False, name=None):
-        cells = []
-        for c, v in zip(columns, values):
-            fmt = floatfmt.get(c) if isinstance(floatfmt, Mapping) else floatfmt
-            cells.append(_cell(v, fmt, intfmt))
-        lines.append("| " + " | ".join(cells) + " |")
+    sides = [align.get(str(c), "right" if numeric[str(c)] else "left") for c in frame.columns]
+    rows = [[_cell(v, floatfmt.get(str(c)) if isinstance(floatfmt, Mapping) else floatfmt, intfmt)
+             for c, v in zip(frame.columns, values)] for values in frame.itertuples(index=False, name=None)]
+    # The dashes overhang the header on the side away from the alignment (both sides when
+    # centred): that is how a simple table says how a column is aligned.
+    widths = [max([len(h), *(len(row[i]) for row in rows)]) + (2 if side == "center" else 1)
+              for i, (h, side) in enumerate(zip(columns, sides))]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(_place(c, w, side) for c, w, side in zip(cells, widths, sides)).rstrip()
+
+    lines = [line(columns), "  ".join("-" * w for w in widths), *(line(row) for row in rows)]
     return markdown("\n".join(lines) + "\n")
 
 
@@ -182,7 +194,7 @@ def grid_table(grid: pd.DataFrame) -> pd.DataFrame:
             "Val acc.": r.get("val_accuracy") if trained else None,
             "Best / run epochs": (f"{int(r['best_epoch'])} / {int(r['epochs_run'])}" if trained else "skipped"),
             "Train time": duration(r.get("train_seconds")) if trained else "–",
-            "Parameters": f"{int(r['parameters']):,}" if trained else "–",
+            "Parameters": int(r["parameters"]) if trained else None,
         })
     return pd.DataFrame(rows)
 
