@@ -264,11 +264,8 @@ def test_report_section_executes(anomaly_entry, task_phantoms, task_cache, tmp_p
     sys.path.insert(0, str(REPO_ROOT / "tests"))
     import qmd
 
-    index = (REPO_ROOT / "report" / "index.qmd").read_text()
-    setup = index.split("```{python}\n#| label: setup", 1)[1].split("\n```\n", 1)[0]
-    document = tmp_path / "anomaly.qmd"
-    document.write_text("---\ntitle: t\njupyter: python3\n---\n\n```{python}\n#| label: setup" + setup
-                        + "\n```\n\n{{< include /report/_anomaly.qmd >}}\n")
+    document = tmp_path / "anomaly.qmd"  # the section on its own: nothing from the rest of the report
+    document.write_text("---\ntitle: t\njupyter: python3\n---\n\n{{< include /report/_anomaly.qmd >}}\n")
     nb = qmd.run(document, cwd=REPO_ROOT, timeout=900,
                  env={"PNEUMO_PROFILE": "smoke", "PNEUMO_DATA": str(task_phantoms),
                       "PNEUMO_CACHE": str(task_cache)})

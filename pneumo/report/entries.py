@@ -148,10 +148,14 @@ def task_dataset(entry: Entry | ReportEntry):
 
 @functools.lru_cache(maxsize=4)
 def _dataset(path: Path):
-    # One decoded data set per entry and process: several sections show its images.
+    # One decoded data set per entry and process: several sections show its images. The
+    # folder the entry was computed on, where it still exists; else the usual search
+    # ($PNEUMO_DATA, data/chest_xray, phantoms), e.g. for entries copied from another machine.
     from pneumo.upstream import entry_dataset
 
-    return entry_dataset(Entry(path))
+    entry = Entry(path)
+    recorded = entry.json("data_summary").get("root")
+    return entry_dataset(entry, data=recorded if recorded and Path(recorded).is_dir() else None)
 
 
 def images_for(dataset, relpaths: Iterable[str]) -> list[np.ndarray]:
