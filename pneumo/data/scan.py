@@ -21,6 +21,7 @@ from pneumo.data.labels import (
     parse_label,
     parse_patient,
 )
+from pneumo.errors import UserError
 
 __all__ = [
     "DataLayoutError",
@@ -58,7 +59,7 @@ SCAN_COLUMNS = (
 )
 
 
-class DataLayoutError(ValueError):
+class DataLayoutError(UserError, ValueError):
     """The data folder is missing or does not follow the Kaggle chest X-ray layout."""
 
 
