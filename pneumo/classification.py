@@ -331,9 +331,13 @@ def binary_config_for(config: MulticlassConfig) -> BinaryConfig:
 
 
 def _load_like(config: ClassifierConfig, cache: ResultCache) -> XrayDataset:
-    """The decoded data set at the config's resolution and split settings."""
+    """The decoded data set at the config's resolution and split settings.
+
+    Task 1a also uses pneumonia images whose name gives no subtype; 1b cannot.
+    """
     return load_dataset(config.data, resolution=config.resolution, val_fraction=config.val_fraction,
-                        seed=config.seed, cache_dir=cache.root, num_workers=config.num_workers)
+                        seed=config.seed, cache_dir=cache.root, num_workers=config.num_workers,
+                        subtypes=isinstance(config, MulticlassConfig))
 
 
 def _changes_of(config: ClassifierConfig, variant: str) -> dict[str, Any]:
