@@ -604,7 +604,7 @@ def run_anomaly(config: AnomalyConfig, *, compute: bool = True) -> Entry:
         ``training_images``; arrays hold example inputs, reconstructions and residuals.
     """
     configure_threads()
-    cache = ResultCache(config.cache)
+    cache = ResultCache(config.cache, writable=compute)
     data = load_dataset(config.data, resolution=config.decode_resolution, val_fraction=config.val_fraction,
                         seed=config.seed, cache_dir=cache.root, num_workers=config.num_workers)
     key = cache_key("anomaly", config.key_dict(), data.fingerprint, CODE)
@@ -615,7 +615,9 @@ def run_anomaly(config: AnomalyConfig, *, compute: bool = True) -> Entry:
         return entry
 
     device = pick_device(config.device)
-    with cache.write("anomaly", key) as out:
+    with cache.write("anomaly", key, reuse=not config.force) as out:
+        if out is None:  # computed meanwhile by another process
+            return entry
         with out.phase("data"):
             split = {s: data.subset(s) for s in ("train", "val", "test")}
             shrunk = {s: shrink(x, config.resolution) for s, (x, _) in split.items()}

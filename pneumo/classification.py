@@ -218,7 +218,9 @@ def train_variant(
 
     train_x, train_rows = data.subset("train")
     val_x, val_rows = data.subset("val")
-    with cache.write(f"{task}-variant", key) as out:
+    with cache.write(f"{task}-variant", key, reuse=not config.force) as out:
+        if out is None:  # trained meanwhile by another process
+            return entry
         with out.phase("train"):
             result = train_classifier(
                 model, train_x, _targets(train_rows, task), val_x, _targets(val_rows, task),
@@ -263,7 +265,7 @@ def run_classification(config: ClassifierConfig, *, compute: bool = True) -> Ent
     """
     configure_threads()
     task = _task_name(config)
-    cache = ResultCache(config.cache)
+    cache = ResultCache(config.cache, writable=compute)
     data = _load_like(config, cache)
 
     init_state, init_key = None, ""
@@ -288,7 +290,9 @@ def run_classification(config: ClassifierConfig, *, compute: bool = True) -> Ent
             log.info("%s: cached result at %s", task, entry.path)
         return entry
 
-    with cache.write(task, key) as out:
+    with cache.write(task, key, reuse=not config.force) as out:
+        if out is None:  # computed meanwhile by another process
+            return entry
         with out.phase("grid"):
             grid = _run_grid(config, data, cache, init_state, init_key)
         winner = grid.iloc[0]

@@ -263,6 +263,7 @@ def run_embeddings(config: EmbeddingsConfig, *, compute: bool = True) -> Entry:
         ``metrics.json`` holds the headline test figures of every chosen k-NN.
     """
     configure_threads()
+    cache = ResultCache(config.cache, writable=compute)
     networks = classifier_entries(config.profile, data=config.data, cache=config.cache,
                                   device=config.device, num_workers=config.num_workers, compute=compute)
     missing = [entry for entry in networks.values() if not entry.exists]
@@ -270,13 +271,14 @@ def run_embeddings(config: EmbeddingsConfig, *, compute: bool = True) -> Entry:
         return missing[0]  # not computed yet (compute=False): nothing to look up
     data_1a = entry_dataset(networks["binary"], config.num_workers, data=config.data, cache=config.cache)
     key = cache_key("embeddings", {**config.key_dict(), **upstream_keys(networks)}, data_1a.fingerprint, CODE)
-    cache = ResultCache(config.cache)
     entry = cache.entry("embeddings", key)
     if (entry.exists and not config.force) or not compute:
         return entry
 
     device = pick_device(config.device)
-    with cache.write("embeddings", key) as out:
+    with cache.write("embeddings", key, reuse=not config.force) as out:
+        if out is None:  # computed meanwhile by another process
+            return entry
         with out.phase("features"):
             data_1b = entry_dataset(networks["multiclass"], config.num_workers, data=config.data,
                                     cache=config.cache)

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import shutil
 import sys
 import tempfile
+import uuid
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -149,7 +151,11 @@ def _run_notebook(spec: TaskSpec, config: TaskConfig) -> Entry:
         entry = _entry_printed_by(executed)
         if entry is None or not entry.exists:
             raise RuntimeError(f"{spec.script} ran but its last cell printed no cache entry path")
-        shutil.copy2(executed, entry.path / "notebook.ipynb")
+        # Copied next to the published entry (it is not in its manifest), then renamed, so a
+        # reader never finds half a notebook.
+        partial = entry.path / f".notebook-{uuid.uuid4().hex[:8]}.tmp"
+        shutil.copy2(executed, partial)
+        os.replace(partial, entry.path / "notebook.ipynb")
     return entry
 
 

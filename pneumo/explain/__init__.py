@@ -229,7 +229,7 @@ def run_explain(config: ExplainConfig, *, compute: bool = True) -> Entry:
         The task's cache entry; ``entry.metrics`` holds the headline figures.
     """
     configure_threads()
-    cache = ResultCache(config.cache)
+    cache = ResultCache(config.cache, writable=compute)
     entries = classifier_entries(config.profile, data=config.data, cache=config.cache, device=config.device,
                                  num_workers=config.num_workers, compute=compute)
     if not all(e.exists for e in entries.values()):
@@ -252,7 +252,9 @@ def run_explain(config: ExplainConfig, *, compute: bool = True) -> Entry:
     metrics: dict[str, Any] = {}
     models = {}
 
-    with cache.write("explain", key) as out:
+    with cache.write("explain", key, reuse=not config.force) as out:
+        if out is None:  # computed meanwhile by another process
+            return entry
         for name in NETWORKS:
             model, mcfg = load_classifier(entries[name], device)
             require_vgg(model)
