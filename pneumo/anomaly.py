@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import pickle
 import time
 from functools import partial
 from pathlib import Path
@@ -523,10 +524,13 @@ def xrv_autoencoder_path(weights: str = XRV_AE_WEIGHTS, cache_dir: str | Path | 
 def load_xrv_autoencoder(weights: str = XRV_AE_WEIGHTS) -> nn.Module:
     """torchxrayvision's ResNet autoencoder, from the local cache only (no download attempt).
 
+    The file holds a state dict: it is read here with ``weights_only=True``, so a file copied
+    in by hand cannot run code, into an autoencoder built without weights.
+
     Raises
     ------
     XRVAutoencoderUnavailable
-        When the weights file is missing.
+        When the weights file is missing, is not plain weights, or does not fit the network.
     """
     path = xrv_autoencoder_path(weights)
     if not path.is_file():
@@ -534,7 +538,22 @@ def load_xrv_autoencoder(weights: str = XRV_AE_WEIGHTS) -> nn.Module:
                                         "offline, no download attempted")
     from pneumo.models.xrv import _xrv
 
-    return _xrv().autoencoders.ResNetAE(weights=weights, cache_dir=str(path.parent)).eval()
+    xrv = _xrv()
+    fix = f"replace it with a fresh download of {xrv.autoencoders.model_urls[weights]['weights_url']}"
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise XRVAutoencoderUnavailable(f"{path} is not plain weights: torch.load(weights_only=True) "
+                                        f"refused it, as unpickling it could run code; {fix}") from None
+    except Exception as error:  # noqa: BLE001 - a truncated or foreign file
+        raise XRVAutoencoderUnavailable(f"{path} cannot be read ({type(error).__name__}); {fix}") from None
+    ae = getattr(xrv.autoencoders, xrv.autoencoders.model_urls[weights]["class"])()
+    try:
+        ae.load_state_dict(state)
+    except (RuntimeError, TypeError, AttributeError) as error:
+        raise XRVAutoencoderUnavailable(f"{path} does not hold the weights of {weights!r} "
+                                        f"({type(error).__name__}); {fix}") from None
+    return ae.eval()
 
 
 @torch.no_grad()
