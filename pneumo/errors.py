@@ -12,5 +12,5 @@ class UserError(Exception):
     """A problem with the user's parameters, data, cache folder or machine, not with the code."""
 
 
-class CacheError(UserError, OSError):
+class CacheError(UserError):
     """The results folder cannot be used: not writable, inside the data folder, or damaged."""
