@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import pickle
 import time
 from functools import partial
 from pathlib import Path
@@ -39,7 +40,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from pneumo.config import PROFILES, TaskConfig, param
+from pneumo.config import PROFILES, ConfigError, TaskConfig, param
 from pneumo.data import XrayDataset, load_dataset
 from pneumo.device import configure_threads, pick_device, seed_everything
 from pneumo.imaging import INTENSITY_MODES, gaussian_blur, normalise_intensity
@@ -76,34 +77,50 @@ class AnomalyConfig(TaskConfig):
     data: Optional[str] = param(None, "data folder in Kaggle layout; None: $PNEUMO_DATA, "
                                 "data/chest_xray, else synthetic phantoms", key=False)
     decode_resolution: int = param(128, "side of the decoded images (Task 1's, so the decode cache "
-                                   "is shared); shrunk to `resolution` by area averaging")
-    resolution: int = param(64, "autoencoder input side in pixels")
+                                   "is shared); shrunk to `resolution` by area averaging",
+                                   interval="[8, inf)")
+    resolution: int = param(64, "autoencoder input side in pixels", interval="[8, inf)")
     intensity: str = param("equalize", "per-image intensity normalisation of the autoencoder's input "
                            "(equalize: histogram equalisation; stretch: 1st-99th percentile to 0-255)",
                            choices=INTENSITY_MODES)
-    width: int = param(8, "channels of the first encoder block (doubling per block)")
-    depth: int = param(4, "down-sampling blocks of the encoder (and up-sampling blocks of the decoder)")
-    latent: int = param(64, "latent size of the baseline autoencoder")
+    width: int = param(8, "channels of the first encoder block (doubling per block)", interval="[1, inf)")
+    depth: int = param(4, "down-sampling blocks of the encoder (and up-sampling blocks of the decoder)",
+                       interval="[1, inf)")
+    latent: int = param(64, "latent size of the baseline autoencoder", interval="[1, inf)")
     grid: str = param("reduced", "variants trained and compared on validation",
                       choices=("none", "reduced", "full"))
-    noise_std: float = param(0.5, "input noise of the denoising variant (normalised units; 0.5 = 32 grey levels)")
-    mask_fraction: float = param(0.25, "share of 8x8-grid cells blanked in the masked variant's input")
+    noise_std: float = param(0.5, "input noise of the denoising variant (normalised units; 0.5 = 32 grey levels)",
+                             interval="[0, inf)")
+    mask_fraction: float = param(0.25, "share of 8x8-grid cells blanked in the masked variant's input",
+                                 interval="[0, 1]")
     augment: bool = param(True, "random affine + intensity augmentation of the training normals")
-    epochs: int = param(25, "maximum epochs per autoencoder")
-    batch_size: int = param(32, "images per step")
-    lr: float = param(2e-3, "peak AdamW learning rate (cosine decay)")
-    weight_decay: float = param(1e-5, "AdamW weight decay")
-    patience: int = param(5, "epochs without validation-loss improvement before stopping")
-    knn_k: int = param(5, "neighbours of the latent k-NN score")
-    threshold_quantile: float = param(0.95, "decision threshold: this quantile of the validation normals' scores")
-    val_fraction: float = param(0.15, "share of train patients held out for validation (as Task 1)")
-    seed: int = param(0, "seed of splits, initialisation, batches and corruption")
-    bootstrap: int = param(1000, "patient-bootstrap resamples for confidence intervals")
+    epochs: int = param(25, "maximum epochs per autoencoder", interval="[1, inf)")
+    batch_size: int = param(32, "images per step", interval="[1, inf)")
+    lr: float = param(2e-3, "peak AdamW learning rate (cosine decay)", interval="(0, inf)")
+    weight_decay: float = param(1e-5, "AdamW weight decay", interval="[0, inf)")
+    patience: int = param(5, "epochs without validation-loss improvement before stopping",
+                          interval="[0, inf)")
+    knn_k: int = param(5, "neighbours of the latent k-NN score", interval="[1, inf)")
+    threshold_quantile: float = param(0.95, "decision threshold: this quantile of the validation normals' scores",
+                                      interval="(0, 1)")
+    val_fraction: float = param(0.15, "share of train patients held out for validation (as Task 1)",
+                                interval="(0, 1)")
+    seed: int = param(0, "seed of splits, initialisation, batches and corruption", interval="[0, inf)")
+    bootstrap: int = param(1000, "patient-bootstrap resamples for confidence intervals", interval="[0, inf)")
     comparators: bool = param(True, "add torchxrayvision's pre-trained autoencoder when its weights are cached")
-    device: str = param("auto", "auto | cpu | cuda | cuda:N | mps", key=False)
-    num_workers: Optional[int] = param(None, "image decoding processes (None: all cores)", key=False)
+    device: str = param("auto", "auto | cpu | cuda | cuda:N | mps", key=False, check=pick_device)
+    num_workers: Optional[int] = param(None, "image decoding processes (None: all cores)", key=False,
+                                       interval="[0, inf)")
     cache: Optional[str] = param(None, "results folder (None: $PNEUMO_CACHE or results/)", key=False)
     force: bool = param(False, "recompute even when a cached entry exists", key=False)
+
+    def validate(self) -> None:
+        # The encoder halves the image `depth` times and the decoder doubles it back exactly.
+        if self.resolution % 2 ** self.depth:
+            raise ConfigError(
+                f"AnomalyConfig.resolution {self.resolution} must be a multiple of 2**depth = "
+                f"{2 ** self.depth} (depth {self.depth}); e.g. resolution "
+                f"{max(1, self.resolution // 2 ** self.depth) * 2 ** self.depth}")
 
     PROFILES = {
         "smoke": dict(decode_resolution=64, resolution=32, width=8, depth=3, latent=16, epochs=8,
@@ -507,10 +524,13 @@ def xrv_autoencoder_path(weights: str = XRV_AE_WEIGHTS, cache_dir: str | Path | 
 def load_xrv_autoencoder(weights: str = XRV_AE_WEIGHTS) -> nn.Module:
     """torchxrayvision's ResNet autoencoder, from the local cache only (no download attempt).
 
+    The file holds a state dict: it is read here with ``weights_only=True``, so a file copied
+    in by hand cannot run code, into an autoencoder built without weights.
+
     Raises
     ------
     XRVAutoencoderUnavailable
-        When the weights file is missing.
+        When the weights file is missing, is not plain weights, or does not fit the network.
     """
     path = xrv_autoencoder_path(weights)
     if not path.is_file():
@@ -518,7 +538,22 @@ def load_xrv_autoencoder(weights: str = XRV_AE_WEIGHTS) -> nn.Module:
                                         "offline, no download attempted")
     from pneumo.models.xrv import _xrv
 
-    return _xrv().autoencoders.ResNetAE(weights=weights, cache_dir=str(path.parent)).eval()
+    xrv = _xrv()
+    fix = f"replace it with a fresh download of {xrv.autoencoders.model_urls[weights]['weights_url']}"
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise XRVAutoencoderUnavailable(f"{path} is not plain weights: torch.load(weights_only=True) "
+                                        f"refused it, as unpickling it could run code; {fix}") from None
+    except Exception as error:  # noqa: BLE001 - a truncated or foreign file
+        raise XRVAutoencoderUnavailable(f"{path} cannot be read ({type(error).__name__}); {fix}") from None
+    ae = getattr(xrv.autoencoders, xrv.autoencoders.model_urls[weights]["class"])()
+    try:
+        ae.load_state_dict(state)
+    except (RuntimeError, TypeError, AttributeError) as error:
+        raise XRVAutoencoderUnavailable(f"{path} does not hold the weights of {weights!r} "
+                                        f"({type(error).__name__}); {fix}") from None
+    return ae.eval()
 
 
 @torch.no_grad()
@@ -588,7 +623,7 @@ def run_anomaly(config: AnomalyConfig, *, compute: bool = True) -> Entry:
         ``training_images``; arrays hold example inputs, reconstructions and residuals.
     """
     configure_threads()
-    cache = ResultCache(config.cache)
+    cache = ResultCache(config.cache, writable=compute)
     data = load_dataset(config.data, resolution=config.decode_resolution, val_fraction=config.val_fraction,
                         seed=config.seed, cache_dir=cache.root, num_workers=config.num_workers)
     key = cache_key("anomaly", config.key_dict(), data.fingerprint, CODE)
@@ -599,7 +634,9 @@ def run_anomaly(config: AnomalyConfig, *, compute: bool = True) -> Entry:
         return entry
 
     device = pick_device(config.device)
-    with cache.write("anomaly", key) as out:
+    with cache.write("anomaly", key, reuse=not config.force) as out:
+        if out is None:  # computed meanwhile by another process
+            return entry
         with out.phase("data"):
             split = {s: data.subset(s) for s in ("train", "val", "test")}
             shrunk = {s: shrink(x, config.resolution) for s, (x, _) in split.items()}

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from pneumo.config import PROFILES, TaskConfig, param
+from pneumo.config import PROFILES, ConfigError, TaskConfig, param
 from pneumo.data import BINARY_CLASSES, CLASSES, XrayDataset, load_dataset
 from pneumo.device import configure_threads, pick_device, seed_everything
 from pneumo.metrics import (
@@ -51,34 +51,44 @@ class ClassifierConfig(TaskConfig):
     profile: str = param("cpu", "smoke | cpu | gpu (auto follows the hardware)", choices=PROFILES)
     data: Optional[str] = param(None, "data folder in Kaggle layout; None: $PNEUMO_DATA, "
                                 "data/chest_xray, else synthetic phantoms", key=False)
-    resolution: int = param(128, "input side in pixels")
-    width: int = param(16, "channels of the first block (doubling per block)")
-    depth: int = param(4, "number of convolution blocks")
-    convs_per_block: int = param(2, "3x3 convolutions per block")
-    dropout: float = param(0.3, "dropout before the classifier head")
+    resolution: int = param(128, "input side in pixels", interval="[8, inf)")
+    width: int = param(16, "channels of the first block (doubling per block)", interval="[1, inf)")
+    depth: int = param(4, "number of convolution blocks", interval="[1, inf)")
+    convs_per_block: int = param(2, "3x3 convolutions per block", interval="[1, inf)")
+    dropout: float = param(0.3, "dropout before the classifier head", interval="[0, 1)")
     intensity: str = param("stretch", "per-image input normalisation, the network's first layer "
                            "(stretch: each image's 1st-99th percentile to the full range; none)",
                            choices=INTENSITY_MODES)
-    epochs: int = param(12, "maximum epochs of the final model")
+    epochs: int = param(12, "maximum epochs of the final model", interval="[1, inf)")
     grid: str = param("reduced", "variants compared on validation", choices=("none", "reduced", "full"))
-    grid_epochs: int = param(4, "epochs per grid variant (the winner is retrained for `epochs`)")
-    batch_size: int = param(64, "images per step")
-    lr: float = param(2e-3, "peak AdamW learning rate")
-    weight_decay: float = param(1e-4, "AdamW weight decay")
-    warmup_epochs: float = param(1.0, "linear warm-up before cosine decay")
-    patience: int = param(4, "epochs without validation improvement before stopping")
+    grid_epochs: int = param(4, "epochs per grid variant (the winner is retrained for `epochs`)",
+                             interval="[1, inf)")
+    batch_size: int = param(64, "images per step", interval="[1, inf)")
+    lr: float = param(2e-3, "peak AdamW learning rate", interval="(0, inf)")
+    weight_decay: float = param(1e-4, "AdamW weight decay", interval="[0, inf)")
+    warmup_epochs: float = param(1.0, "linear warm-up before cosine decay", interval="[0, inf)")
+    patience: int = param(4, "epochs without validation improvement before stopping", interval="[0, inf)")
     balance: str = param("weights", "class imbalance: loss weights, resampling or none",
                          choices=("weights", "sampling", "none"))
     augment: bool = param(True, "random affine + intensity augmentation on the device")
-    label_smoothing: float = param(0.0, "cross-entropy label smoothing")
-    val_fraction: float = param(0.15, "share of train patients held out for validation")
-    seed: int = param(0, "seed of splits, initialisation, batches and augmentation")
-    bootstrap: int = param(1000, "patient-bootstrap resamples for confidence intervals")
+    label_smoothing: float = param(0.0, "cross-entropy label smoothing", interval="[0, 1)")
+    val_fraction: float = param(0.15, "share of train patients held out for validation", interval="(0, 1)")
+    seed: int = param(0, "seed of splits, initialisation, batches and augmentation", interval="[0, inf)")
+    bootstrap: int = param(1000, "patient-bootstrap resamples for confidence intervals", interval="[0, inf)")
     comparators: bool = param(True, "add the torchxrayvision DenseNet-121 when its weights are cached")
-    device: str = param("auto", "auto | cpu | cuda | cuda:N | mps", key=False)
-    num_workers: Optional[int] = param(None, "image decoding processes (None: all cores)", key=False)
+    device: str = param("auto", "auto | cpu | cuda | cuda:N | mps", key=False, check=pick_device)
+    num_workers: Optional[int] = param(None, "image decoding processes (None: all cores)", key=False,
+                                       interval="[0, inf)")
     cache: Optional[str] = param(None, "results folder (None: $PNEUMO_CACHE or results/)", key=False)
     force: bool = param(False, "recompute even when a cached entry exists", key=False)
+
+    def validate(self) -> None:
+        # Each block halves the image: fewer pixels than 2**depth leave nothing to pool.
+        if self.resolution < 2 ** self.depth:
+            raise ConfigError(
+                f"{type(self).__name__}.resolution {self.resolution} is too small for depth "
+                f"{self.depth}: each block halves the image, so it needs at least "
+                f"2**{self.depth} = {2 ** self.depth} pixels; raise resolution or lower depth")
 
 
 _SMOKE = dict(resolution=64, width=8, depth=3, epochs=6, grid_epochs=1, grid="reduced", lr=3e-3,
@@ -100,9 +110,9 @@ class MulticlassConfig(ClassifierConfig):
 
     init: str = param("binary", "start from the Task 1a network or from scratch",
                       choices=("binary", "scratch"))
-    epochs: int = param(10, "maximum epochs of the final model")
-    lr: float = param(1e-3, "peak AdamW learning rate (lower: fine-tuning 1a)")
-    label_smoothing: float = param(0.05, "cross-entropy label smoothing")
+    epochs: int = param(10, "maximum epochs of the final model", interval="[1, inf)")
+    lr: float = param(1e-3, "peak AdamW learning rate (lower: fine-tuning 1a)", interval="(0, inf)")
+    label_smoothing: float = param(0.05, "cross-entropy label smoothing", interval="[0, 1)")
 
     PROFILES = {"smoke": _SMOKE, "cpu": {}, "gpu": {**_GPU, "epochs": 30}}
 
@@ -208,7 +218,9 @@ def train_variant(
 
     train_x, train_rows = data.subset("train")
     val_x, val_rows = data.subset("val")
-    with cache.write(f"{task}-variant", key) as out:
+    with cache.write(f"{task}-variant", key, reuse=not config.force) as out:
+        if out is None:  # trained meanwhile by another process
+            return entry
         with out.phase("train"):
             result = train_classifier(
                 model, train_x, _targets(train_rows, task), val_x, _targets(val_rows, task),
@@ -253,7 +265,7 @@ def run_classification(config: ClassifierConfig, *, compute: bool = True) -> Ent
     """
     configure_threads()
     task = _task_name(config)
-    cache = ResultCache(config.cache)
+    cache = ResultCache(config.cache, writable=compute)
     data = _load_like(config, cache)
 
     init_state, init_key = None, ""
@@ -278,7 +290,9 @@ def run_classification(config: ClassifierConfig, *, compute: bool = True) -> Ent
             log.info("%s: cached result at %s", task, entry.path)
         return entry
 
-    with cache.write(task, key) as out:
+    with cache.write(task, key, reuse=not config.force) as out:
+        if out is None:  # computed meanwhile by another process
+            return entry
         with out.phase("grid"):
             grid = _run_grid(config, data, cache, init_state, init_key)
         winner = grid.iloc[0]
@@ -321,9 +335,13 @@ def binary_config_for(config: MulticlassConfig) -> BinaryConfig:
 
 
 def _load_like(config: ClassifierConfig, cache: ResultCache) -> XrayDataset:
-    """The decoded data set at the config's resolution and split settings."""
+    """The decoded data set at the config's resolution and split settings.
+
+    Task 1a also uses pneumonia images whose name gives no subtype; 1b cannot.
+    """
     return load_dataset(config.data, resolution=config.resolution, val_fraction=config.val_fraction,
-                        seed=config.seed, cache_dir=cache.root, num_workers=config.num_workers)
+                        seed=config.seed, cache_dir=cache.root, num_workers=config.num_workers,
+                        subtypes=isinstance(config, MulticlassConfig))
 
 
 def _changes_of(config: ClassifierConfig, variant: str) -> dict[str, Any]:

@@ -5,7 +5,9 @@ command-line flags.  A configuration is built in three layers::
 
     dataclass defaults  <  profile (smoke | cpu | gpu)  <  explicit overrides
 
-Unknown keys and values of the wrong type are rejected with a message that names the field.
+Unknown keys, values of the wrong type, numbers out of their range and an unavailable device
+are rejected when the config is built, before any data are read, with a message that names the
+field.
 Fields marked ``key=False`` (device, worker counts, ``force``) do not change results and are
 left out of the cache key, so an entry trained on a GPU box is reused by a laptop render.
 """
@@ -15,20 +17,56 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import math
+import re
 import types
 import typing
-from typing import Any, ClassVar, Mapping, TypeVar
+from typing import Any, Callable, ClassVar, Mapping, NamedTuple, TypeVar
+
+from pneumo.errors import UserError
 
 PROFILES = ("smoke", "cpu", "gpu")
 
 C = TypeVar("C", bound="TaskConfig")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A task parameter is unknown or has the wrong type or value."""
 
 
-def param(default: Any, help: str, *, key: bool = True, choices: tuple | None = None):
+class Interval(NamedTuple):
+    """A range of numbers written as in mathematics: ``"[1, inf)"``, ``"(0, 1)"``."""
+
+    low: float
+    high: float
+    low_closed: bool
+    high_closed: bool
+
+    @classmethod
+    def parse(cls, text: str) -> "Interval":
+        match = re.fullmatch(r"\s*([\[(])\s*([^,\s]+)\s*,\s*([^\])\s]+)\s*([\])])\s*", text)
+        if not match:
+            raise ValueError(f"not an interval: {text!r} (expected e.g. '[1, inf)' or '(0, 1)')")
+        left, low, high, right = match.groups()
+        return cls(float(low), float(high), left == "[", right == "]")
+
+    def __contains__(self, value: float) -> bool:
+        above = value >= self.low if self.low_closed else value > self.low
+        below = value <= self.high if self.high_closed else value < self.high
+        return above and below
+
+    def __str__(self) -> str:
+        def number(x: float) -> str:
+            return str(int(x)) if x.is_integer() else repr(x)
+
+        if math.isinf(self.high):
+            return f"{'at least' if self.low_closed else 'greater than'} {number(self.low)}"
+        return (f"in {'[' if self.low_closed else '('}{number(self.low)}, "
+                f"{number(self.high)}{']' if self.high_closed else ')'}")
+
+
+def param(default: Any, help: str, *, key: bool = True, choices: tuple | None = None,
+          interval: str | None = None, check: Callable[[Any], Any] | None = None):
     """Declare a config field with its help text.
 
     Parameters
@@ -41,9 +79,17 @@ def param(default: Any, help: str, *, key: bool = True, choices: tuple | None = 
         Whether the field is part of the cache key (False for device, workers, ``force``).
     choices
         Allowed values, checked on construction.
+    interval
+        Allowed range of a number, checked on construction: ``"[1, inf)"`` (at least 1),
+        ``"(0, 1)"`` (strictly between 0 and 1). None is always allowed for optional fields.
+    check
+        Further check on construction: ``check(value)`` raises :class:`ConfigError` with the
+        reason (used for the device, whose availability depends on the machine).
     """
     return dataclasses.field(
-        default=default, metadata={"help": help, "key": key, "choices": choices}
+        default=default,
+        metadata={"help": help, "key": key, "choices": choices, "check": check,
+                  "interval": Interval.parse(interval) if interval else None},
     )
 
 
@@ -97,6 +143,23 @@ class TaskConfig:
                 raise ConfigError(
                     f"{type(self).__name__}.{f.name} must be one of {list(choices)}, got {value!r}"
                 )
+            interval = f.metadata.get("interval")
+            if interval and value is not None and value not in interval:
+                raise ConfigError(f"{type(self).__name__}.{f.name} must be {interval}, got {value!r}")
+            check = f.metadata.get("check")
+            if check is not None:
+                try:
+                    check(value)
+                except ConfigError as error:
+                    raise ConfigError(f"{type(self).__name__}.{f.name}: {error}") from None
+        self.validate()
+
+    def validate(self) -> None:
+        """Checks that involve several fields; subclasses raise :class:`ConfigError` here.
+
+        Runs at the end of construction (also after :meth:`replace`), so a config that exists
+        is one the task can run with.
+        """
 
     # -- construction -------------------------------------------------------------------
     @classmethod
@@ -157,12 +220,14 @@ class TaskConfig:
         hints = typing.get_type_hints(cls)
         for f in dataclasses.fields(cls):
             kind = _allowed_types(hints[f.name])[0]
+            interval = f.metadata.get("interval")
             parser.add_argument(
                 f"--{f.name.replace('_', '-')}",
                 dest=f.name,
                 type=_parse_bool if kind is bool else kind,
                 default=None,
-                help=f"{f.metadata.get('help', '')} (default: {f.default!r}, or the profile's)",
+                help=f"{f.metadata.get('help', '')}{'; ' + str(interval) if interval else ''} "
+                     f"(default: {f.default!r}, or the profile's)",
             )
         args = parser.parse_args(argv)
         return cls.create(**vars(args))

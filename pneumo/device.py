@@ -10,6 +10,8 @@ import random
 import numpy as np
 import torch
 
+from pneumo.config import ConfigError
+
 log = logging.getLogger(__name__)
 
 
@@ -31,10 +33,14 @@ def default_profile(data: str | os.PathLike | None = None) -> str:
 def pick_device(name: str = "auto") -> torch.device:
     """Resolve ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"`` or ``"mps"`` to a device.
 
+    This is also the ``check`` of every config's ``device`` field, so an accelerator that is
+    missing is reported when the config is built, before any data are read.
+
     Raises
     ------
-    RuntimeError
-        When the named accelerator is not available, with the fix in the message.
+    ConfigError
+        When ``name`` is not a device, or names an accelerator this machine does not have;
+        the message says what to use instead.
     """
     if name == "auto":
         if torch.cuda.is_available():
@@ -42,12 +48,24 @@ def pick_device(name: str = "auto") -> torch.device:
         if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(
-            f"device {name!r} was asked for but CUDA is not available on this machine; "
-            "use --device cpu (or auto)"
-        )
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device {name!r} was asked for but CUDA is not available on this "
+                              "machine; use --device cpu (or auto)")
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            raise ConfigError(f"device {name!r} was asked for but this machine has {count} CUDA "
+                              f"device(s), cuda:0 to cuda:{count - 1}")
+    elif device.type == "mps":
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise ConfigError(f"device {name!r} was asked for but Apple's MPS is not available on "
+                              "this machine; use --device cpu (or auto)")
+    elif device.type != "cpu":
+        raise ConfigError(f"unsupported device {name!r}; use auto, cpu, cuda, cuda:N or mps")
     return device
 
 

@@ -62,17 +62,22 @@ class EmbeddingsConfig(TaskConfig):
                          choices=PROFILES)
     data: Optional[str] = param(None, "data folder in Kaggle layout; None: $PNEUMO_DATA, "
                                 "data/chest_xray, else synthetic phantoms", key=False)
-    pixel_size: int = param(32, "side of the raw-pixel baseline (images block-averaged to it)")
-    max_k: int = param(51, "largest k tried (odd values of a fixed grid up to it)")
-    perplexity: float = param(30.0, "t-SNE perplexity of the map fitted on train")
-    tsne_iterations: int = param(500, "t-SNE optimisation iterations after early exaggeration")
-    agreement_k: int = param(10, "neighbours used for the k-NN class agreement of a space")
-    gallery_per_class: int = param(2, "test images per class in the retrieval gallery")
-    gallery_neighbours: int = param(5, "nearest training images shown per gallery image")
-    seed: int = param(0, "seed of t-SNE, the gallery draw and the bootstrap")
-    bootstrap: int = param(1000, "patient-bootstrap resamples for confidence intervals")
-    device: str = param("auto", "auto | cpu | cuda | cuda:N | mps (embedding extraction)", key=False)
-    num_workers: Optional[int] = param(None, "image decoding processes (None: all cores)", key=False)
+    pixel_size: int = param(32, "side of the raw-pixel baseline (images block-averaged to it)",
+                            interval="[1, inf)")
+    max_k: int = param(51, "largest k tried (odd values of a fixed grid up to it)", interval="[1, inf)")
+    perplexity: float = param(30.0, "t-SNE perplexity of the map fitted on train", interval="(0, inf)")
+    tsne_iterations: int = param(500, "t-SNE optimisation iterations after early exaggeration",
+                                 interval="[1, inf)")
+    agreement_k: int = param(10, "neighbours used for the k-NN class agreement of a space",
+                             interval="[1, inf)")
+    gallery_per_class: int = param(2, "test images per class in the retrieval gallery", interval="[0, inf)")
+    gallery_neighbours: int = param(5, "nearest training images shown per gallery image", interval="[1, inf)")
+    seed: int = param(0, "seed of t-SNE, the gallery draw and the bootstrap", interval="[0, inf)")
+    bootstrap: int = param(1000, "patient-bootstrap resamples for confidence intervals", interval="[0, inf)")
+    device: str = param("auto", "auto | cpu | cuda | cuda:N | mps (embedding extraction)", key=False,
+                        check=pick_device)
+    num_workers: Optional[int] = param(None, "image decoding processes (None: all cores)", key=False,
+                                       interval="[0, inf)")
     cache: Optional[str] = param(None, "results folder (None: $PNEUMO_CACHE or results/)", key=False)
     force: bool = param(False, "recompute even when a cached entry exists", key=False)
 
@@ -258,6 +263,7 @@ def run_embeddings(config: EmbeddingsConfig, *, compute: bool = True) -> Entry:
         ``metrics.json`` holds the headline test figures of every chosen k-NN.
     """
     configure_threads()
+    cache = ResultCache(config.cache, writable=compute)
     networks = classifier_entries(config.profile, data=config.data, cache=config.cache,
                                   device=config.device, num_workers=config.num_workers, compute=compute)
     missing = [entry for entry in networks.values() if not entry.exists]
@@ -265,13 +271,14 @@ def run_embeddings(config: EmbeddingsConfig, *, compute: bool = True) -> Entry:
         return missing[0]  # not computed yet (compute=False): nothing to look up
     data_1a = entry_dataset(networks["binary"], config.num_workers, data=config.data, cache=config.cache)
     key = cache_key("embeddings", {**config.key_dict(), **upstream_keys(networks)}, data_1a.fingerprint, CODE)
-    cache = ResultCache(config.cache)
     entry = cache.entry("embeddings", key)
     if (entry.exists and not config.force) or not compute:
         return entry
 
     device = pick_device(config.device)
-    with cache.write("embeddings", key) as out:
+    with cache.write("embeddings", key, reuse=not config.force) as out:
+        if out is None:  # computed meanwhile by another process
+            return entry
         with out.phase("features"):
             data_1b = entry_dataset(networks["multiclass"], config.num_workers, data=config.data,
                                     cache=config.cache)

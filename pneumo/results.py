@@ -14,18 +14,30 @@ so an interrupted run (crash, Ctrl-C) never leaves an entry that looks finished.
     run.json        device, versions, timings  history.csv    per-epoch training history
     tables/*.csv    result tables              arrays.npz     arrays (curves, embeddings)
     model.pt        {"state_dict", "config"}   notebook.ipynb the executed task notebook
+    manifest.json   every other file with its size and SHA-256, written last
+
+Readers trust an entry only when every file matches ``manifest.json``; a damaged one (a
+truncated file, an edited ``model.pt``) is reported with its path and counts as absent, so it
+is computed again and replaced, never used. Writers hold a lock per key (``.locks/`` under the
+root) from the look-up to the publication: a second run of the same computation waits for the
+first and then reuses its entry instead of repeating it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import dataclasses
 import datetime as _dt
+import errno
+import fcntl
 import hashlib
 import importlib
+import io
 import json
 import logging
 import os
+import pickle
 import platform
 import shutil
 import socket
@@ -37,6 +49,8 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 import pandas as pd
+
+from pneumo.errors import CacheError
 
 log = logging.getLogger(__name__)
 
@@ -96,8 +110,68 @@ def cache_key(task: str, params: dict[str, Any], data_fingerprint: str, code: It
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
+MANIFEST = "manifest.json"
+
+
+class CorruptEntryError(CacheError):
+    """A cache entry's files do not match its manifest, or cannot be read."""
+
+
+def _sha256(fh) -> str:
+    """Hex SHA-256 of what is left to read in the binary file object ``fh``."""
+    digest = hashlib.sha256()
+    for block in iter(lambda: fh.read(1 << 20), b""):
+        digest.update(block)
+    return digest.hexdigest()
+
+
+class _Damaged(Exception):
+    """What is wrong with an entry's files (internal: becomes a CorruptEntryError or a warning)."""
+
+
+def _read_at(folder: int, name: str) -> bytes:
+    """The bytes of ``name`` in the folder opened as file descriptor ``folder``."""
+    with os.fdopen(os.open(name, os.O_RDONLY, dir_fd=folder), "rb") as fh:
+        return fh.read()
+
+
+def _manifest_at(folder: int) -> dict[str, Any]:
+    try:
+        files = json.loads(_read_at(folder, MANIFEST))["files"]
+    except FileNotFoundError:
+        raise _Damaged(f"no {MANIFEST} (unfinished, or written by an older version)") from None
+    except (ValueError, KeyError, TypeError) as error:
+        raise _Damaged(f"unreadable {MANIFEST} ({type(error).__name__}: {error})") from None
+    if not isinstance(files, dict) or "params.json" not in files:
+        raise _Damaged(f"{MANIFEST} lists no params.json")
+    return files
+
+
+def _check(name: str, record: Any, size: int, sha256) -> None:
+    """Raise :class:`_Damaged` unless a file of ``size`` bytes (``sha256()``) matches ``record``."""
+    if not isinstance(record, dict):
+        raise _Damaged(f"{name} is not listed in {MANIFEST}")
+    if size != record.get("size"):
+        raise _Damaged(f"{name} has {size} bytes, {MANIFEST} says {record.get('size')}")
+    if sha256() != record.get("sha256"):
+        raise _Damaged(f"{name} differs from the file that was written (its SHA-256 in {MANIFEST})")
+
+
+def _check_all(folder: int) -> None:
+    for name, record in _manifest_at(folder).items():
+        with os.fdopen(os.open(name, os.O_RDONLY, dir_fd=folder), "rb") as fh:
+            _check(name, record, os.fstat(fh.fileno()).st_size, lambda: _sha256(fh))
+
+
+#: Problems already logged, so that a damaged entry is reported once per process.
+_reported: set[str] = set()
+
+
 class Entry:
-    """A completed cache entry (read-only view).
+    """A cache entry (read-only view); it counts as existing only when complete and intact.
+
+    Every read checks the file against the entry's ``manifest.json`` and raises
+    :class:`CorruptEntryError`, naming the entry, when it does not match.
 
     Parameters
     ----------
@@ -111,12 +185,102 @@ class Entry:
     def __repr__(self) -> str:
         return f"Entry({str(self.path)!r})"
 
+    def _at_one_version(self, fn):
+        """``fn(folder_fd)`` on the entry folder opened once.
+
+        Files opened through the descriptor belong to one version of the entry even while a
+        forced recompute swaps in another; when ``fn`` finds a problem and the folder at
+        :attr:`path` was replaced meanwhile, the new version is checked instead.
+
+        Raises
+        ------
+        FileNotFoundError, NotADirectoryError
+            There is no entry.
+        _Damaged
+            The entry does not match its manifest.
+        """
+        for _ in range(5):
+            folder = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                inode = os.fstat(folder).st_ino
+                try:
+                    return fn(folder)
+                except FileNotFoundError as error:
+                    damaged = _Damaged(f"{error.filename} is missing")
+                except OSError as error:
+                    damaged = _Damaged(f"{error.filename} cannot be read ({error.strerror or error})")
+                except _Damaged as error:
+                    damaged = error
+            finally:
+                os.close(folder)
+            try:
+                replaced = os.stat(self.path).st_ino != inode
+            except OSError:
+                replaced = True
+            if not replaced:
+                break
+        raise damaged
+
+    def verify(self) -> None:
+        """Check every file of the entry against its manifest (size and SHA-256).
+
+        Raises
+        ------
+        CorruptEntryError
+            When the entry is absent, unfinished or damaged; the message names the entry, the
+            file and the fix.
+        """
+        self._at(_check_all)
+
+    def _at(self, fn):
+        """:meth:`_at_one_version`, its errors as :class:`CorruptEntryError`."""
+        try:
+            return self._at_one_version(fn)
+        except (FileNotFoundError, NotADirectoryError):
+            raise CorruptEntryError(f"no cache entry at {self.path}; run the task to compute it") from None
+        except _Damaged as error:
+            raise CorruptEntryError(f"damaged cache entry {self.path}: {error}; run the task again "
+                                    "to recompute it") from None
+
     @property
     def exists(self) -> bool:
-        return (self.path / "params.json").is_file()
+        """Whether the entry is complete: every file of its manifest there, same size and hash.
+
+        A damaged entry is logged once, with its path and the reason, and counts as absent:
+        the computation runs again and replaces it.
+        """
+        if not self.path.is_dir():
+            return False
+        try:
+            self.verify()
+        except CorruptEntryError as error:
+            if self.path.is_dir() and str(error) not in _reported:
+                _reported.add(str(error))
+                log.warning("%s (it counts as absent)", error)
+            return False
+        return True
+
+    def _read(self, name: str, parse):
+        """``parse(bytes)`` of the entry's file ``name``, checked against the manifest first."""
+
+        def checked(folder: int) -> bytes:
+            record = _manifest_at(folder).get(name)
+            data = _read_at(folder, name)
+            _check(name, record, len(data), lambda: hashlib.sha256(data).hexdigest())
+            return data
+
+        data = self._at(checked)
+        try:
+            return parse(data)
+        except CorruptEntryError:
+            raise
+        except Exception as error:  # noqa: BLE001 - whatever the parser says, the file is bad
+            first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            raise CorruptEntryError(f"cannot read {self.path / name} ({type(error).__name__}: "
+                                    f"{first_line}); run the task again to recompute the entry") from None
 
     def json(self, name: str) -> Any:
-        return json.loads((self.path / f"{name}.json").read_text())
+        return self._read(f"{name}.json", json.loads)
 
     @property
     def params(self) -> dict[str, Any]:
@@ -132,21 +296,76 @@ class Entry:
 
     def table(self, name: str) -> pd.DataFrame:
         """Read ``tables/<name>.csv`` (``history`` lives at the top level)."""
-        top = self.path / f"{name}.csv"
-        return pd.read_csv(top if top.is_file() else self.path / "tables" / f"{name}.csv")
+        rel = f"{name}.csv" if (self.path / f"{name}.csv").is_file() else f"tables/{name}.csv"
+        return self._read(rel, lambda data: pd.read_csv(io.BytesIO(data)))
 
     def has_table(self, name: str) -> bool:
         return (self.path / f"{name}.csv").is_file() or (self.path / "tables" / f"{name}.csv").is_file()
 
     def arrays(self) -> dict[str, np.ndarray]:
-        with np.load(self.path / "arrays.npz", allow_pickle=False) as npz:
-            return {k: npz[k] for k in npz.files}
+        def parse(data: bytes) -> dict[str, np.ndarray]:
+            with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+                return {k: npz[k] for k in npz.files}
+
+        return self._read("arrays.npz", parse)
 
     def load_model(self) -> dict[str, Any]:
-        """The saved ``{"state_dict", "config", ...}``, loaded with ``weights_only=True``."""
+        """The saved ``{"state_dict", "config", ...}``, loaded with ``weights_only=True``.
+
+        A file that is not plain weights (a pickle that would run code) is refused with
+        :class:`CorruptEntryError`, as is one that differs from what was written.
+        """
         import torch
 
-        return torch.load(self.path / "model.pt", map_location="cpu", weights_only=True)
+        def parse(data: bytes) -> dict[str, Any]:
+            try:
+                return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+            except pickle.UnpicklingError:
+                # torch's own message goes on to explain how to load the file anyway; this one
+                # must not be loaded any other way.
+                raise CorruptEntryError(
+                    f"{self.path / 'model.pt'} is not plain weights: torch.load(weights_only=True) "
+                    "refused it, as unpickling it could run code; do not load it otherwise, delete "
+                    f"{self.path} and run the task again") from None
+
+        return self._read("model.pt", parse)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two folders in one step (Linux ``renameat2(RENAME_EXCHANGE)``); False where unsupported.
+
+    A reader then finds either the old or the new folder at ``b``, never no folder.
+    """
+    libc = ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None
+    renameat2 = getattr(libc, "renameat2", None)
+    if renameat2 is None:
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):  # e.g. a file system without it
+        return False
+    raise OSError(code, os.strerror(code), str(b))
+
+
+def _publish(tmp: Path, final: Path) -> None:
+    """Move the finished folder ``tmp`` to ``final``, replacing an entry already there."""
+    try:
+        os.rename(tmp, final)
+        return
+    except OSError as error:
+        if error.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+            raise
+    # An entry is in place (a forced recompute, or a damaged entry being replaced): swap.
+    if _exchange(tmp, final):
+        shutil.rmtree(tmp, ignore_errors=True)  # now holds the old entry
+        return
+    trash = final.parent / f".old-{final.name}-{uuid.uuid4().hex[:8]}"
+    os.rename(final, trash)
+    os.rename(tmp, final)
+    shutil.rmtree(trash, ignore_errors=True)
 
 
 class EntryWriter:
@@ -187,14 +406,17 @@ class EntryWriter:
             self.phases[name] = round(self.phases.get(name, 0.0) + time.perf_counter() - start, 3)
 
     def commit(self, run_info: dict[str, Any] | None = None) -> Entry:
-        """Write the run record and atomically rename the folder into place."""
+        """Write the run record and the manifest, then move the folder into place."""
         self.json("run", {**run_record(), "phases_s": self.phases,
                           "wall_s": round(time.time() - self._started, 3), **(run_info or {})})
-        if self.final.exists():  # a forced recompute replaces the old entry
-            trash = self.final.parent / f".old-{self.final.name}-{uuid.uuid4().hex[:8]}"
-            os.replace(self.final, trash)
-            shutil.rmtree(trash, ignore_errors=True)
-        os.replace(self.tmp, self.final)
+        files = sorted(p for p in self.tmp.rglob("*") if p.is_file())
+        manifest = {}
+        for path in files:
+            with open(path, "rb") as fh:
+                manifest[path.relative_to(self.tmp).as_posix()] = {"size": path.stat().st_size,
+                                                                   "sha256": _sha256(fh)}
+        (self.tmp / MANIFEST).write_text(json.dumps({"files": manifest}, indent=1, sort_keys=True))
+        _publish(self.tmp, self.final)
         return Entry(self.final)
 
     def abort(self) -> None:
@@ -227,31 +449,89 @@ class ResultCache:
     ----------
     root
         The cache folder; see :func:`cache_root`.
+    writable
+        Check now that entries can be written there (:meth:`require_writable`): a run that is
+        going to compute then fails at once, not after its slow work.
     """
 
-    def __init__(self, root: str | os.PathLike | None = None):
+    def __init__(self, root: str | os.PathLike | None = None, *, writable: bool = False):
         self.root = cache_root(root)
+        if writable:
+            self.require_writable()
 
     def entry(self, task: str, key: str) -> Entry:
         return Entry(self.root / task / key)
 
+    def require_writable(self) -> None:
+        """Raise :class:`CacheError` when entries cannot be written under the root.
+
+        Only looks (``os.access`` on the nearest existing folder); nothing is created, so the
+        check is safe even where the root is a mistake, e.g. inside the data folder.
+        """
+        folder = self.root
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+        fix = "set --cache or $PNEUMO_CACHE to a writable folder"
+        if not folder.is_dir():
+            raise CacheError(f"the results folder {self.root} cannot be created: {folder} is a "
+                             f"file; {fix}")
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise CacheError(f"the results folder {self.root} is not writable ({folder} is "
+                             f"read-only for this user); {fix}")
+
     @contextlib.contextmanager
-    def write(self, task: str, key: str) -> Iterator[EntryWriter]:
-        """Write an entry: on an exception or Ctrl-C nothing is published.
+    def _lock(self, task: str, key: str) -> Iterator[None]:
+        """Hold the key's lock file (``fcntl.flock``, released by the OS if the process dies)."""
+        path = self.root / ".locks" / task / f"{key}.lock"
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as error:
+            raise CacheError(f"cannot write to the results folder {self.root} ({error.strerror}); "
+                             "set --cache or $PNEUMO_CACHE to a writable folder") from None
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                log.info("another process is computing %s/%s; waiting for it", task, key)
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the lock; the file stays (unlinking it would race)
+
+    @contextlib.contextmanager
+    def write(self, task: str, key: str, *, reuse: bool = False) -> Iterator[EntryWriter | None]:
+        """Compute an entry under its key's lock and publish it; on any failure publish nothing.
+
+        The lock is held for the whole block, so two processes never compute one entry at
+        once. With ``reuse``, an intact entry found once the lock is held (computed meanwhile by
+        the process that held it) is not computed again: the block gets None instead of a
+        writer and should return :meth:`entry`. On an exception or Ctrl-C the temporary folder
+        is removed and nothing is published.
 
         Examples
         --------
-        >>> with cache.write("binary", key) as out:          # doctest: +SKIP
+        >>> with cache.write("binary", key, reuse=True) as out:   # doctest: +SKIP
+        ...     if out is None:
+        ...         return cache.entry("binary", key)
         ...     out.json("metrics", {"roc_auc": 0.99})
         ...     out.json("params", config.to_dict())
         """
-        writer = EntryWriter(self.root / task / key)
-        try:
-            yield writer
-        except BaseException:
-            writer.abort()
-            raise
-        if not (writer.tmp / "params.json").is_file():
-            writer.abort()
-            raise RuntimeError(f"entry {task}/{key} was written without params.json")
-        writer.commit()
+        with self._lock(task, key):
+            if reuse and self.entry(task, key).exists:
+                log.info("%s/%s was computed by another process meanwhile; reusing it", task, key)
+                yield None
+                return
+            # Holding the lock, no other writer of this key is alive: what a killed one left
+            # behind can go.
+            for leftover in (self.root / task).glob(f".*-{key}-*"):
+                shutil.rmtree(leftover, ignore_errors=True)
+            writer = EntryWriter(self.root / task / key)
+            try:
+                yield writer
+                if not (writer.tmp / "params.json").is_file():
+                    raise RuntimeError(f"entry {task}/{key} was written without params.json")
+                writer.commit()
+            except BaseException:
+                writer.abort()
+                raise

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import shutil
 import sys
 import tempfile
+import uuid
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from pneumo.config import ConfigError, TaskConfig
+from pneumo.errors import UserError
 from pneumo.results import PROJECT_ROOT, Entry
 
 log = logging.getLogger(__name__)
@@ -81,8 +84,9 @@ def task_config(cls: type[TaskConfig], namespace: Mapping[str, Any]) -> TaskConf
 def setup_logging(level: int = logging.INFO) -> None:
     """Log lines with time stamps for task scripts (the package itself only logs).
 
-    On the command line, a user error (bad parameter, bad data folder) ends the run with its
-    one-line message instead of a traceback.
+    On the command line, a user error (:class:`pneumo.errors.UserError`: a bad parameter, data
+    folder, results folder or device) ends the run with its one-line message and exit code 2
+    instead of a traceback.
     """
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S", stream=sys.stderr, force=True)
@@ -91,9 +95,7 @@ def setup_logging(level: int = logging.INFO) -> None:
 
 
 def _user_error_hook(kind, error, traceback) -> None:
-    from pneumo.data import DataLayoutError
-
-    if issubclass(kind, (ConfigError, DataLayoutError)):
+    if issubclass(kind, UserError):
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
     if issubclass(kind, KeyboardInterrupt):
@@ -151,7 +153,11 @@ def _run_notebook(spec: TaskSpec, config: TaskConfig) -> Entry:
         entry = _entry_printed_by(executed)
         if entry is None or not entry.exists:
             raise RuntimeError(f"{spec.script} ran but its last cell printed no cache entry path")
-        shutil.copy2(executed, entry.path / "notebook.ipynb")
+        # Copied next to the published entry (it is not in its manifest), then renamed, so a
+        # reader never finds half a notebook.
+        partial = entry.path / f".notebook-{uuid.uuid4().hex[:8]}.tmp"
+        shutil.copy2(executed, partial)
+        os.replace(partial, entry.path / "notebook.ipynb")
     return entry
 
 

@@ -86,7 +86,9 @@ def entry_dataset(entry: Entry, num_workers: int | None = None, *, data: str | N
     """The decoded data set a Task 1 entry was computed on, at its model's resolution.
 
     Uses the entry's split settings (``val_fraction``, ``seed``), so its train / val / test
-    rows are exactly the network's; the decode cache makes this quick.
+    rows are exactly the network's; the decode cache makes this quick. Pneumonia images whose
+    name gives no subtype are left out (as for Task 1b), so that the 1a and 1b data sets list
+    the same images; the fingerprint covers them either way.
 
     Parameters
     ----------

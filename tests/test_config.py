@@ -81,3 +81,56 @@ def test_parameters_cell_lists_every_field(task):
     cell = text.split('# %% tags=["parameters"]')[1].split("# %%")[0]
     names = re.findall(r"^(\w+) = None$", cell, flags=re.M)
     assert names == [f.name for f in dataclasses.fields(cls)]
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("epochs", -1, "at least 1"),
+    ("batch_size", 0, "at least 1"),
+    ("resolution", 7, "at least 8"),
+    ("val_fraction", 1.5, r"in \(0, 1\)"),
+    ("val_fraction", 0, r"in \(0, 1\)"),  # validation chooses the model: it cannot be empty
+    ("lr", float("nan"), "greater than 0"),
+    ("dropout", 1.0, r"in \[0, 1\)"),
+    ("num_workers", -2, "at least 0"),
+])
+def test_out_of_range_value_is_rejected_when_built(field, value, message):
+    with pytest.raises(ConfigError, match=rf"BinaryConfig\.{field} must be {message}, got {value!r}"):
+        BinaryConfig.create("smoke", **{field: value})
+
+
+def test_every_config_of_every_profile_is_valid():
+    for task in TASK_REGISTRY:
+        cls = task_spec(task).config
+        for profile in ("smoke", "cpu", "gpu"):
+            cls.create(profile, device="cpu")
+
+
+def test_range_is_checked_again_on_replace():
+    with pytest.raises(ConfigError, match="epochs"):
+        BinaryConfig.create("smoke").replace(epochs=0)
+
+
+def test_fields_are_checked_together():
+    with pytest.raises(ConfigError, match=r"resolution 8 is too small for depth 4.*16 pixels"):
+        BinaryConfig.create("cpu", resolution=8)
+    from pneumo.anomaly import AnomalyConfig
+
+    with pytest.raises(ConfigError, match="multiple of 2\\*\\*depth = 8"):
+        AnomalyConfig.create("smoke", resolution=36)
+
+
+def test_missing_accelerator_is_rejected_when_built(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match=r"device 'cuda' .*CUDA is not available.*--device cpu"):
+        BinaryConfig.create("smoke", device="cuda")
+    with pytest.raises(ConfigError, match="unknown device 'gpu'"):
+        BinaryConfig.create("smoke", device="gpu")
+    assert BinaryConfig.create("smoke", device="auto").device == "auto"
+
+
+def test_cli_help_shows_the_range(capsys):
+    with pytest.raises(SystemExit):
+        BinaryConfig.from_cli(["--help"])
+    assert "at least 1" in capsys.readouterr().out

@@ -199,6 +199,7 @@ def test_case_insensitive_layout(tmp_path, phantom_root):
         "Train/normal/IM-0002-0001.JPG": _jpeg_bytes(src[1]),
         "Train/Pneumonia/person1_BACTERIA_1.Jpeg": _jpeg_bytes(src[2]),
         "Train/Pneumonia/person2_virus_2.png": src[3],
+        "Train/Pneumonia/person4_bacteria_4.PNG": src[6],
         "TEST/NORMAL/IM-0003-0001.jpeg": _jpeg_bytes(src[4]),
         "TEST/pneumonia/person3_bacteria_3.png": src[5],
     }
@@ -207,8 +208,8 @@ def test_case_insensitive_layout(tmp_path, phantom_root):
     assert skipped == []
     assert sorted(table["relpath"]) == sorted(files)
     assert table.set_index("relpath")["kaggle_split"].to_dict()["TEST/NORMAL/IM-0003-0001.jpeg"] == "test"
-    ds = load_dataset(root, resolution=16, cache_dir=tmp_path / "cache", num_workers=1)
-    assert len(ds) == 6 and ds.images.shape == (6, 16, 16)
+    ds = load_dataset(root, resolution=16, val_fraction=0.5, cache_dir=tmp_path / "cache", num_workers=1)
+    assert len(ds) == 7 and ds.images.shape == (7, 16, 16)
 
 
 def test_missing_root(tmp_path):
@@ -285,6 +286,69 @@ def test_unlabelled_pneumonia_file_is_skipped(tmp_path, phantom_root):
     assert len(table) == 20
 
 
+def _untyped(root: Path, *, every: int = 1) -> Path:
+    """Rename every ``every``-th PNEUMONIA file of each split so that its name gives no subtype."""
+    for split in ("train", "val", "test"):
+        for i, path in enumerate(sorted((root / split / "PNEUMONIA").iterdir())):
+            if i % every == every - 1:
+                path.rename(path.with_name(path.name.replace("bacteria", "img").replace("virus", "img")))
+    return root
+
+
+def test_pneumonia_without_subtype_is_kept_for_the_binary_task(tmp_path, phantom_root):
+    src = _png_sources(phantom_root)
+    root = _untyped(_minimal(tmp_path / "d", src))
+    ds = load_dataset(root, resolution=16, val_fraction=0.3, cache_dir=tmp_path / "cache",
+                      num_workers=1, subtypes=False)
+    pneumonia = ds.table[ds.table["binary"] == 1]
+    assert len(pneumonia) == 13 and set(pneumonia["label"]) == {"pneumonia"}
+    assert set(pneumonia["target"]) == {-1}
+    assert set(ds.table["split"]) == {"train", "val", "test"}
+    assert list(ds.summary_table().columns) == ["normal", "bacterial", "viral", "pneumonia",
+                                                "total", "patients"]
+
+
+def test_pneumonia_without_subtype_stops_the_three_way_task_in_one_line(tmp_path, phantom_root):
+    src = _png_sources(phantom_root)
+    root = _untyped(_minimal(tmp_path / "d", src))
+    with pytest.raises(DataLayoutError) as error:
+        load_dataset(root, resolution=16, cache_dir=tmp_path / "cache", num_workers=1)
+    message = str(error.value)
+    assert "\n" not in message
+    assert "train/PNEUMONIA has no images whose name says 'bacteria' or 'virus'" in message
+    assert "13 PNEUMONIA image(s) name no subtype (e.g. test/PNEUMONIA/person101_img_9.png)" in message
+    assert "Task 1a (tasks/binary.py)" in message
+    assert not (tmp_path / "cache" / "decoded").exists()  # refused before decoding
+
+
+def test_untyped_images_share_the_split_of_the_binary_task(tmp_path, phantom_root):
+    """Tasks 1a and 1b split the images they share alike: 1b only leaves the untyped out."""
+    src = _png_sources(phantom_root)
+    root = _untyped(_minimal(tmp_path / "d", src), every=2)
+    kw = dict(resolution=16, val_fraction=0.3, cache_dir=tmp_path / "cache", num_workers=1)
+    binary, three_way = load_dataset(root, subtypes=False, **kw), load_dataset(root, **kw)
+    assert binary.fingerprint == three_way.fingerprint
+    untyped = set(binary.table.loc[binary.table["label"] == "pneumonia", "relpath"])
+    assert untyped and {p for p, _ in three_way.skipped} == untyped
+    shared = binary.table[~binary.table["relpath"].isin(untyped)].set_index("relpath")["split"]
+    assert shared.to_dict() == three_way.table.set_index("relpath")["split"].to_dict()
+
+
+@pytest.mark.parametrize("val_fraction", [0.15, 0.6])
+def test_split_without_a_class_is_a_layout_error(tmp_path, phantom_root, val_fraction):
+    """One image per class: validation gets none of them (0.15), or train loses them (0.6)."""
+    src = _png_sources(phantom_root)
+    root = _build(tmp_path / "d", {
+        "train/NORMAL/IM-0001-0001.png": src[0], "train/PNEUMONIA/person1_bacteria_1.png": src[1],
+        "train/PNEUMONIA/person2_virus_2.png": src[2], "test/NORMAL/IM-0003-0001.png": src[3],
+        "test/PNEUMONIA/person3_bacteria_3.png": src[4],
+    })
+    with pytest.raises(DataLayoutError, match=r"our (val|train) split has no normal images.*3 images "
+                                              r"of 3 patients.*add images of more patients"):
+        load_dataset(root, resolution=16, val_fraction=val_fraction, cache_dir=tmp_path / "c",
+                     num_workers=1)
+
+
 def test_bad_images_skipped_and_listed_once(tmp_path, phantom_root, caplog):
     src = _png_sources(phantom_root)
     root = _minimal(tmp_path / "d", src)
@@ -307,6 +371,10 @@ def test_bad_images_skipped_and_listed_once(tmp_path, phantom_root, caplog):
         "test/NORMAL/IM-0301-0001.jpeg",
     }
     assert {p for p, _ in ds.skipped} == bad
+    reasons = dict(ds.skipped)
+    assert reasons["test/NORMAL/IM-0301-0001.jpeg"] == "empty file (0 bytes)"
+    assert reasons["train/PNEUMONIA/person300_virus_300.jpeg"].startswith("not an image PIL can read")
+    assert not any("BytesIO" in r for r in reasons.values())  # reasons name no in-memory buffer
     assert not set(ds.table["relpath"]) & bad
     assert len(ds) == len(ds.images) == 20
     assert {s["path"] for s in ds.summary()["skipped"]} == bad
@@ -557,11 +625,17 @@ def test_data_folder_untouched(phantom_root, tmp_path):
     assert _snapshot(root) == before
 
 
-def test_cache_inside_data_folder_refused(phantom_root, tmp_path):
+def test_cache_inside_data_folder_refused(phantom_root, tmp_path, monkeypatch):
+    from pneumo.errors import CacheError
+
     root = tmp_path / "chest_xray"
     shutil.copytree(phantom_root, root)
-    with pytest.raises(ValueError, match="inside the data folder"):
-        load_dataset(root, resolution=16, cache_dir=root / "cache", num_workers=1)
+    before = _snapshot(root)
+    monkeypatch.setenv("PNEUMO_CACHE", str(root / "results"))
+    with pytest.raises(CacheError, match=r"results folder .*chest_xray/results is inside the data "
+                                         r"folder .*set --cache or \$PNEUMO_CACHE"):
+        load_dataset(root, resolution=16, num_workers=1)
+    assert _snapshot(root) == before  # refused before anything was written there
 
 
 def test_locate_data_order(tmp_path, monkeypatch):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from types import SimpleNamespace
 
@@ -129,13 +130,52 @@ def test_xrv_missing_weights_raise_without_download(xrv_cache):
         xrv_weights_path("no-such-weights")
 
 
-def test_xrv_loads_self_written_weights(xrv_cache):
+class _Payload:
+    """Unpickling this creates ``path``: stands for any code a tampered pickle could run."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (os.mkdir, (self.path,))
+
+
+def test_xrv_weights_copied_in_by_hand_cannot_run_code(xrv_cache, tmp_path):
+    """A DenseNet file that is not the published one is refused before it is unpickled."""
+    path = xrv_weights_path("densenet121-res224-all")
+    marker = tmp_path / "code-ran"
+    torch.save({"model": _Payload(marker)}, path)
+    with pytest.raises(XRVWeightsUnavailable, match=rf"{path} is not the published torchxrayvision "
+                                                    r"file .*SHA-256.*fresh download of https://"):
+        load_xrv_densenet(2)
+    assert not marker.exists()
+
+
+def test_xrv_autoencoder_weights_cannot_run_code(xrv_cache, tmp_path):
+    from pneumo.anomaly import XRVAutoencoderUnavailable, load_xrv_autoencoder, xrv_autoencoder_path
+
+    marker = tmp_path / "code-ran"
+    torch.save({"encoder.weight": _Payload(marker)}, xrv_autoencoder_path())
+    with pytest.raises(XRVAutoencoderUnavailable, match=r"is not plain weights.*weights_only=True"):
+        load_xrv_autoencoder()
+    assert not marker.exists()
+
+
+def test_xrv_loads_self_written_weights(xrv_cache, monkeypatch):
+    import hashlib
+
     import torchxrayvision as xrv
 
-    # torchxrayvision stores whole pickled modules; write a randomly initialised one.
+    import pneumo.models.xrv as xrv_module
+
+    # torchxrayvision stores whole pickled modules; write a randomly initialised one, and pin
+    # its hash as if it were the published file.
     torch.manual_seed(0)
     source = xrv.models.DenseNet()
-    torch.save(source, xrv_weights_path("densenet121-res224-all"))
+    path = xrv_weights_path("densenet121-res224-all")
+    torch.save(source, path)
+    monkeypatch.setitem(xrv_module.PINNED_SHA256, "densenet121-res224-all",
+                        hashlib.sha256(path.read_bytes()).hexdigest())
 
     model = load_xrv_densenet(num_classes=3)
     loaded = model.net.features.conv0.weight

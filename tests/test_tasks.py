@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import shutil
 import subprocess
 import sys
 import time
@@ -10,6 +12,8 @@ import pytest
 
 from pneumo.classification import BinaryConfig, MulticlassConfig, grid_variants, run_classification
 from pneumo.config import ConfigError
+from pneumo.data import DataLayoutError
+from pneumo.results import Entry
 from pneumo.runner import run_task
 
 from conftest import REPO_ROOT
@@ -126,13 +130,86 @@ def test_ctrl_c_keeps_weights_but_writes_no_entry(task_phantoms, tmp_path, monke
         assert not folder.exists() or not list(folder.iterdir())  # no temporary folder left either
 
 
+def _run_script(*flags, env=None, script="tasks/binary.py"):
+    return subprocess.run([sys.executable, script, "--profile", "smoke", *flags], cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=300, env=env)
+
+
+def _assert_one_line_error(result, message):
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert result.stderr.strip().splitlines()[-1].startswith("error: ")
+    assert message in result.stderr and "Traceback" not in result.stderr
+
+
 @pytest.mark.parametrize("flags, message", [
     (["--data", "/no/such/folder"], "does not exist"),
     (["--balance", "oversample"], "balance must be one of"),
+    (["--epochs", "-1"], "BinaryConfig.epochs must be at least 1, got -1"),
+    (["--device", "cuda:99"], "device 'cuda:99' was asked for"),  # absent with or without CUDA
 ])
-def test_command_line_user_errors_are_one_line(flags, message):
-    result = subprocess.run([sys.executable, "tasks/binary.py", "--profile", "smoke", *flags],
-                            cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
-    assert result.returncode == 2
-    assert result.stderr.strip().splitlines()[-1].startswith("error: ")
-    assert message in result.stderr and "Traceback" not in result.stderr
+def test_command_line_user_errors_are_one_line(flags, message, tmp_path):
+    _assert_one_line_error(_run_script(*flags, "--cache", str(tmp_path / "cache")), message)
+    assert not (tmp_path / "cache").exists()  # refused before any data were read
+
+
+def test_command_line_cache_errors_are_one_line(phantom_root, tmp_path):
+    import os
+
+    data = tmp_path / "chest_xray"
+    shutil.copytree(phantom_root, data)
+    inside = _run_script("--data", str(data), env={**os.environ, "PNEUMO_CACHE": str(data / "results")})
+    _assert_one_line_error(inside, f"the results folder {data / 'results'} is inside the data folder")
+    assert not (data / "results").exists()
+    (tmp_path / "file").write_text("")
+    blocked = _run_script("--data", str(data), "--cache", str(tmp_path / "file" / "results"))
+    _assert_one_line_error(blocked, "cannot be created")
+
+
+def _minimal_settings(data, cache, **extra):
+    return dict(data=str(data), cache=str(cache), device="cpu", grid="none", epochs=1,
+                bootstrap=0, num_workers=1, **extra)
+
+
+def test_binary_task_uses_pneumonia_images_without_subtype(phantom_root, tmp_path):
+    """Task 1a needs no subtype; 1b refuses such data before decoding, saying what to do."""
+    data = tmp_path / "chest_xray"
+    shutil.copytree(phantom_root, data)
+    for path in data.rglob("PNEUMONIA/*"):
+        path.rename(path.with_name(path.name.replace("bacteria", "img").replace("virus", "img")))
+    entry = run_classification(BinaryConfig.create("smoke", **_minimal_settings(data, tmp_path / "c")))
+    counts = entry.json("data_summary")["counts"]
+    assert counts["test"]["pneumonia"] > 0 and counts["test"]["bacterial"] == 0
+    decoded = set((tmp_path / "c" / "decoded").iterdir())
+    with pytest.raises(DataLayoutError, match=r"name no subtype .*run Task 1a \(tasks/binary.py\)"):
+        run_classification(MulticlassConfig.create("smoke", **_minimal_settings(data, tmp_path / "c")))
+    assert set((tmp_path / "c" / "decoded").iterdir()) == decoded
+
+
+def test_damaged_grid_variant_is_trained_again(binary_entry, task_phantoms, task_cache, tmp_path, caplog):
+    cache = tmp_path / "cache"
+    shutil.copytree(task_cache, cache, ignore=shutil.ignore_patterns(".locks", "interrupted"))
+    variants = [v for v in (cache / "binary-variant").iterdir() if not v.name.startswith(".")]
+    victim = next(v for v in variants if v.name != binary_entry.metrics["variant_entry"])
+    (victim / "metrics.json").write_text("")
+    shutil.rmtree(cache / "binary" / binary_entry.path.name)
+    kept = {v.name: (v / "manifest.json").stat().st_mtime_ns for v in variants if v != victim}
+    config = BinaryConfig.create("smoke", data=str(task_phantoms), cache=str(cache), device="cpu")
+    with caplog.at_level(logging.WARNING, logger="pneumo"):
+        entry = run_classification(config)
+    assert f"damaged cache entry {victim}: metrics.json has 0 bytes" in caplog.text
+    assert entry.path.name == binary_entry.path.name and Entry(victim).exists
+    assert {v: (cache / "binary-variant" / v / "manifest.json").stat().st_mtime_ns for v in kept} == kept
+
+
+def test_identical_runs_at_once_train_once(phantom_root, tmp_path):
+    """Two runs of one computation started together: the second waits and reuses the first's."""
+    flags = ["--data", str(phantom_root), "--cache", str(tmp_path / "cache"), "--grid", "none",
+             "--epochs", "1", "--bootstrap", "0", "--device", "cpu", "--num-workers", "1"]
+    runs = [subprocess.Popen([sys.executable, "tasks/binary.py", "--profile", "smoke", *flags],
+                             cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for _ in range(2)]
+    outputs = [run.communicate(timeout=300) for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], outputs[0][1][-2000:] + outputs[1][1][-2000:]
+    assert len({out.strip().splitlines()[-1] for out, _ in outputs}) == 1  # the same entry
+    trainings = sum(err.count("pneumo.training: training ") for _, err in outputs)
+    assert trainings == 1, [err[-1500:] for _, err in outputs]

@@ -24,10 +24,17 @@ import numpy as np
 import pandas as pd
 
 from pneumo.data.decode import DECODER_VERSION, load_decoded
-from pneumo.data.labels import CLASSES
+from pneumo.data.labels import CLASSES, UNTYPED
 from pneumo.data.phantoms import is_phantom_folder, make_phantoms
-from pneumo.data.scan import EXPECTED_LAYOUT, DataLayoutError, check_class_counts, scan_folder
+from pneumo.data.scan import (
+    EXPECTED_LAYOUT,
+    DataLayoutError,
+    check_class_counts,
+    drop_untyped,
+    scan_folder,
+)
 from pneumo.data.splits import SPLIT_VERSION, SPLITS, assign_splits
+from pneumo.errors import CacheError
 
 __all__ = [
     "PROJECT_ROOT",
@@ -243,10 +250,11 @@ class XrayDataset:
         -------
         pandas.DataFrame
             Index ``train``, ``val``, ``test`` (name ``split``); integer columns ``normal``,
-            ``bacterial``, ``viral``, ``total``, ``patients``.
+            ``bacterial``, ``viral``, (``pneumonia``, only when there are untyped pneumonia
+            images), ``total``, ``patients``.
         """
         counts = pd.crosstab(self.table["split"], self.table["label"])
-        counts = counts.reindex(index=list(SPLITS), columns=list(CLASSES), fill_value=0)
+        counts = counts.reindex(index=list(SPLITS), columns=_labels_present(self.table), fill_value=0)
         counts["total"] = counts.sum(axis=1)
         patients = self.table.groupby("split")["patient"].nunique()
         counts["patients"] = patients.reindex(list(SPLITS), fill_value=0)
@@ -306,6 +314,33 @@ class XrayDataset:
         }
 
 
+def _labels_present(table: pd.DataFrame) -> list[str]:
+    """The three classes, and the untyped pneumonia label only where such images are used."""
+    return list(CLASSES) + ([UNTYPED] if (table["label"] == UNTYPED).any() else [])
+
+
+def _check_our_splits(table: pd.DataFrame, root: Path, val_fraction: float) -> None:
+    """Raise :class:`DataLayoutError` when our train or validation split lacks a class.
+
+    Validation chooses the model and its threshold, so it needs normal and pneumonia images;
+    it is drawn from the train pool by patient, which a handful of patients cannot feed.
+    """
+    pool = table[table["split"] != "test"]
+    problems = [
+        f"our {split} split has no {name} images"
+        for split in ("train", "val")
+        for value, name in ((0, "normal"), (1, "pneumonia"))
+        if not ((pool["split"] == split) & (pool["binary"] == value)).any()
+    ]
+    if problems:
+        raise DataLayoutError(
+            f"{'; '.join(problems)} ({len(pool)} images of {pool['patient'].nunique()} patients in "
+            f"train/ and val/ of {root}, val_fraction {val_fraction:g}): validation is drawn "
+            "from train/ patient by patient, per class; add images of more patients to train/ "
+            "(or val/), or change --val-fraction"
+        )
+
+
 def load_dataset(
     root: str | os.PathLike | None = None,
     *,
@@ -314,6 +349,7 @@ def load_dataset(
     seed: int = 0,
     cache_dir: str | os.PathLike | None = None,
     num_workers: int | None = None,
+    subtypes: bool = True,
 ) -> XrayDataset:
     """Scan, decode (once, cached) and split a chest X-ray folder.
 
@@ -334,6 +370,12 @@ def load_dataset(
         ``<project root>/results``.  Must not be inside the data folder.
     num_workers
         Decoding processes; None means ``os.cpu_count()``.  Does not change the result.
+    subtypes
+        True (default): the three-way target is needed, so pneumonia images whose name says
+        neither ``bacteria`` nor ``virus`` are skipped.  False (Task 1a): they are kept, with
+        label :data:`~pneumo.data.labels.UNTYPED` and ``target`` -1.  Either way they take part
+        in the split and the fingerprint, so both settings give the same split of every image
+        they share.
 
     Returns
     -------
@@ -342,10 +384,12 @@ def load_dataset(
     Raises
     ------
     DataLayoutError
-        For a missing folder, a wrong layout, or a class left empty (also after skipping
-        unreadable images).
+        For a missing folder, a wrong layout, a class left empty (also after skipping
+        unreadable images), or a train or validation split without normal or pneumonia images.
+    CacheError
+        For a cache folder inside the data folder.
     ValueError
-        For a bad ``resolution`` or ``val_fraction``, or a cache folder inside the data folder.
+        For a bad ``resolution`` or ``val_fraction``.
     """
     if int(resolution) < 8:
         raise ValueError(f"resolution must be at least 8 pixels, got {resolution!r}")
@@ -366,15 +410,19 @@ def load_dataset(
         located = make_phantoms(cache / "phantoms", num_workers=num_workers)
     located = located.absolute()
     if cache.resolve().is_relative_to(located.resolve()):
-        raise ValueError(
-            f"cache_dir {cache} is inside the data folder {located}; the data folder is read-only"
+        raise CacheError(
+            f"the results folder {cache} is inside the data folder {located}, which is only ever "
+            "read: set --cache or $PNEUMO_CACHE to a folder outside it"
         )
 
-    table, skipped = scan_folder(located)
+    # Every image, typed or not, so that the fingerprint and the split do not depend on
+    # `subtypes`; the untyped ones are dropped after splitting where the subtype is needed.
+    table, skipped = scan_folder(located, subtypes=False)
     skipped = list(skipped)
+    check_class_counts(table, located, subtypes=subtypes)
     counts = table.groupby(["kaggle_split", "label"]).size()
     scan_counts = {
-        split: {label: int(counts.get((split, label), 0)) for label in CLASSES}
+        split: {label: int(counts.get((split, label), 0)) for label in _labels_present(table)}
         for split in table["kaggle_split"].unique().tolist()
     }
 
@@ -406,9 +454,17 @@ def load_dataset(
         )
         skipped.extend(errors.items())
         table = table[~table["relpath"].isin(errors)]
-        check_class_counts(table, located, when=" after skipping unreadable images")
+        check_class_counts(table, located, when=" after skipping unreadable images",
+                           subtypes=subtypes)
 
     table, report = assign_splits(table, val_fraction=val_fraction, seed=seed)
+    if subtypes:
+        table, untyped = drop_untyped(table)
+        if untyped:
+            logger.warning("leaving out %d pneumonia image(s) whose name gives no subtype (e.g. %s)",
+                           len(untyped), untyped[0][0])
+        skipped.extend(untyped)
+    _check_our_splits(table, located, val_fraction)
     keep = table.index.to_numpy()  # positions in the scan order == rows of `images`
     if len(keep) != len(images) or not np.array_equal(keep, np.arange(len(images))):
         images = images[keep]

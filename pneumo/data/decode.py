@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
-from PIL import Image, ImageFile, ImageOps
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 from tqdm.auto import tqdm
 
 __all__ = [
@@ -216,8 +216,14 @@ def decode_image(path: str | os.PathLike, resolution: int):
     except OSError as err:
         return None, 0, 0, None, f"{type(err).__name__}: {err}"
     sha1 = hashlib.sha1(data).hexdigest()
+    if not data:
+        return None, 0, 0, sha1, "empty file (0 bytes)"
     try:
         image, height, width = decode_bytes(data, resolution)
+    except UnidentifiedImageError:
+        # PIL's own message names the in-memory buffer (<_io.BytesIO object at 0x...>), not
+        # the file; the caller lists the file next to this reason.
+        return None, 0, 0, sha1, "not an image PIL can read (unknown or damaged format)"
     except Exception as err:  # noqa: BLE001 - any decoder failure means "skip this file"
         return None, 0, 0, sha1, f"{type(err).__name__}: {err}".strip()
     return image, height, width, sha1, None

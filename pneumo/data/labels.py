@@ -23,6 +23,8 @@ __all__ = [
     "CLASSES",
     "BINARY_CLASSES",
     "CLASS_FOLDERS",
+    "UNTYPED",
+    "LABELS",
     "parse_label",
     "parse_patient",
     "label_to_target",
@@ -34,6 +36,13 @@ CLASSES: tuple[str, ...] = ("normal", "bacterial", "viral")
 
 #: The binary target, in target-index order: 0 = normal, 1 = pneumonia (bacterial or viral).
 BINARY_CLASSES: tuple[str, ...] = ("normal", "pneumonia")
+
+#: Label of a PNEUMONIA image whose file name names neither subtype: usable where only normal vs
+#: pneumonia matters (Task 1a), never for the three-way target (its ``target`` is -1).
+UNTYPED: str = "pneumonia"
+
+#: Every label a table row can carry: the three classes, then :data:`UNTYPED`.
+LABELS: tuple[str, ...] = (*CLASSES, UNTYPED)
 
 #: Class folder names of the Kaggle layout (matched case-insensitively).
 CLASS_FOLDERS: tuple[str, ...] = ("NORMAL", "PNEUMONIA")
@@ -142,13 +151,15 @@ def parse_patient(path: str | os.PathLike) -> str:
 
 
 def label_to_target(label: str) -> int:
-    """Index of ``label`` in :data:`CLASSES` (0 normal, 1 bacterial, 2 viral)."""
+    """Index of ``label`` in :data:`CLASSES` (0 normal, 1 bacterial, 2 viral); -1 for :data:`UNTYPED`."""
+    if label == UNTYPED:
+        return -1
     try:
         return CLASSES.index(label)
     except ValueError:
-        raise ValueError(f"unknown label {label!r}; expected one of {CLASSES}") from None
+        raise ValueError(f"unknown label {label!r}; expected one of {LABELS}") from None
 
 
 def label_to_binary(label: str) -> int:
-    """Binary target of ``label``: 0 for normal, 1 for bacterial or viral pneumonia."""
+    """Binary target of ``label``: 0 for normal, 1 for pneumonia (bacterial, viral or untyped)."""
     return int(label_to_target(label) != 0)

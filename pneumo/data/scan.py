@@ -15,12 +15,14 @@ import pandas as pd
 
 from pneumo.data.labels import (
     CLASS_FOLDERS,
-    CLASSES,
+    LABELS,
+    UNTYPED,
     label_to_binary,
     label_to_target,
     parse_label,
     parse_patient,
 )
+from pneumo.errors import UserError
 
 __all__ = [
     "DataLayoutError",
@@ -30,6 +32,7 @@ __all__ = [
     "REQUIRED_SPLITS",
     "scan_folder",
     "check_class_counts",
+    "drop_untyped",
 ]
 
 logger = logging.getLogger(__name__)
@@ -58,7 +61,7 @@ SCAN_COLUMNS = (
 )
 
 
-class DataLayoutError(ValueError):
+class DataLayoutError(UserError, ValueError):
     """The data folder is missing or does not follow the Kaggle chest X-ray layout."""
 
 
@@ -124,42 +127,78 @@ def _walk_images(folder: Path):
             yield path, path.suffix.lower() in IMAGE_EXTENSIONS
 
 
-def check_class_counts(table: pd.DataFrame, root: Path | str, *, when: str = "") -> None:
+def check_class_counts(
+    table: pd.DataFrame, root: Path | str, *, when: str = "", subtypes: bool = True
+) -> None:
     """Raise :class:`DataLayoutError` when a required split lacks a class.
 
-    ``train`` and ``test`` each need normal and pneumonia images, and ``train`` needs both
-    bacterial and viral images (the three-way target cannot be trained otherwise).
+    ``train`` and ``test`` each need normal and pneumonia images.  With ``subtypes``, only
+    pneumonia images whose name says ``bacteria`` or ``virus`` count, and ``train`` needs both
+    (the three-way target cannot be trained otherwise).
 
     Parameters
     ----------
     table
-        Rows with at least ``kaggle_split`` and ``label``.
+        Rows with at least ``kaggle_split`` and ``label`` (untyped pneumonia images, label
+        :data:`~pneumo.data.labels.UNTYPED`, included: they make the message precise).
     root
         Data folder, for the message.
     when
         Extra context for the message, e.g. ``" after skipping unreadable files"``.
+    subtypes
+        Whether the caller needs the bacterial / viral subtype (Task 1b and the tasks built on
+        it) or only normal vs pneumonia (Task 1a).
     """
     root = Path(root)
+    pneumonia = {"bacterial", "viral"} if subtypes else {"bacterial", "viral", UNTYPED}
     problems = []
     for split in REQUIRED_SPLITS:
         labels = set(table.loc[table["kaggle_split"] == split, "label"])
         if "normal" not in labels:
             problems.append(f"{split}/NORMAL has no images")
-        if not labels & {"bacterial", "viral"}:
-            problems.append(f"{split}/PNEUMONIA has no images")
-        elif split == "train":
+        if not labels & pneumonia:
+            problems.append(f"{split}/PNEUMONIA has no images"
+                            + (" whose name says 'bacteria' or 'virus'" if UNTYPED in labels else ""))
+        elif subtypes and split == "train":
             for label, word in (("bacterial", "bacteria"), ("viral", "virus")):
                 if label not in labels:
                     problems.append(
                         f"train/PNEUMONIA has no {label} images (no '{word}' in any name)"
                     )
     if problems:
+        untyped = table.loc[table["label"] == UNTYPED, "relpath"]
+        hint = ""
+        if subtypes and len(untyped):
+            hint = (f"; {len(untyped)} PNEUMONIA image(s) name no subtype (e.g. {untyped.iloc[0]}): "
+                    "rename them like person1_bacteria_1.jpeg / person10_virus_35.jpeg, or run "
+                    "Task 1a (tasks/binary.py), which needs no subtype")
         raise DataLayoutError(
-            f"empty class in {root}{when}: " + "; ".join(problems) + f" ({_expected(root)})"
+            f"empty class in {root}{when}: " + "; ".join(problems) + f" ({_expected(root)}){hint}"
         )
 
 
-def scan_folder(root: str | os.PathLike) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
+#: Why an untyped pneumonia image is left out where the subtype is needed.
+UNTYPED_REASON = ("cannot tell bacterial from viral pneumonia: the file name must contain exactly "
+                  "one of 'bacteria' or 'virus' (e.g. person1_bacteria_1.jpeg)")
+
+
+def drop_untyped(table: pd.DataFrame) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
+    """Leave out the pneumonia images whose name gives no subtype (label ``UNTYPED``).
+
+    Returns
+    -------
+    table : pandas.DataFrame
+        The other rows (index kept).
+    skipped : list of (str, str)
+        ``(relpath, reason)`` of the rows left out.
+    """
+    untyped = (table["label"] == UNTYPED).to_numpy()
+    return table[~untyped], [(rel, UNTYPED_REASON) for rel in table.loc[untyped, "relpath"]]
+
+
+def scan_folder(
+    root: str | os.PathLike, *, subtypes: bool = True
+) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
     """List the images of a Kaggle-layout folder, with labels and patient ids.
 
     Folder names match case-insensitively; image extensions are ``.jpeg``, ``.jpg`` and
@@ -170,17 +209,24 @@ def scan_folder(root: str | os.PathLike) -> tuple[pd.DataFrame, list[tuple[str, 
     ----------
     root
         The ``chest_xray`` folder holding ``train/``, ``test/`` and optionally ``val/``.
+    subtypes
+        True: a PNEUMONIA image whose name says neither ``bacteria`` nor ``virus`` cannot be
+        used and is skipped, and ``train`` needs both subtypes.  False (Task 1a, which asks only
+        normal vs pneumonia): such an image is kept with label
+        :data:`~pneumo.data.labels.UNTYPED` and ``target`` -1.
 
     Returns
     -------
     table : pandas.DataFrame
         One row per image, sorted by ``relpath``, with columns ``path`` (absolute str),
         ``relpath`` (posix, relative to ``root``, case as on disk), ``kaggle_split``
-        (``train``/``val``/``test``), ``label`` (in :data:`~pneumo.data.CLASSES`), ``target``
-        (0..2), ``binary`` (0/1), ``patient``, ``size`` (bytes) and ``mtime_ns``.
+        (``train``/``val``/``test``), ``label`` (in :data:`~pneumo.data.labels.LABELS`),
+        ``target`` (0..2, -1 untyped), ``binary`` (0/1), ``patient``, ``size`` (bytes) and
+        ``mtime_ns``.
     skipped : list of (str, str)
         ``(relpath, reason)`` for image files that cannot be used: unknown class folder,
-        a PNEUMONIA name without ``bacteria``/``virus``.  Logged in one warning.
+        a PNEUMONIA name without ``bacteria``/``virus`` (with ``subtypes``).  Logged in one
+        warning.
 
     Raises
     ------
@@ -236,9 +282,10 @@ def scan_folder(root: str | os.PathLike) -> tuple[pd.DataFrame, list[tuple[str, 
                 # The class comes from the class folder directly under the split folder, even
                 # for files in nested sub-folders.
                 label = parse_label(Path(class_dir, path.name))
-            except ValueError as err:
-                skipped.append((rel, str(err)))
-                continue
+            except ValueError:
+                # Only a PNEUMONIA name can fail here (the folder was checked above): it is
+                # still a pneumonia image, of unknown subtype.
+                label = UNTYPED
             try:
                 patient = parse_patient(path.name)
             except ValueError:
@@ -264,6 +311,11 @@ def scan_folder(root: str | os.PathLike) -> tuple[pd.DataFrame, list[tuple[str, 
     table = pd.DataFrame(rows, columns=list(SCAN_COLUMNS))
     table = table.sort_values("relpath", kind="stable").reset_index(drop=True)
     table = table.astype(dict.fromkeys(["target", "binary", "size", "mtime_ns"], "int64"))
+    found = table
+    if subtypes:
+        table, untyped = drop_untyped(table)
+        table = table.reset_index(drop=True)
+        skipped += untyped
     if n_ignored:
         logger.debug("ignored %d non-image files under %s", n_ignored, root)
     if skipped:
@@ -281,7 +333,8 @@ def scan_folder(root: str | os.PathLike) -> tuple[pd.DataFrame, list[tuple[str, 
             no_patient,
             root,
         )
-    check_class_counts(table, root)
+    # After the warnings, so that an empty class comes with the list of what was skipped.
+    check_class_counts(found, root, subtypes=subtypes)
     counts = table.groupby(["kaggle_split", "label"]).size().unstack(fill_value=0)
-    logger.debug("scanned %s:\n%s", root, counts.reindex(columns=list(CLASSES), fill_value=0))
+    logger.debug("scanned %s:\n%s", root, counts.reindex(columns=list(LABELS), fill_value=0))
     return table, skipped

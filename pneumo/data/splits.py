@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from pneumo.data.labels import CLASSES
+from pneumo.data.labels import LABELS
 
 __all__ = ["SPLIT_VERSION", "SPLITS", "SplitReport", "group_ids", "assign_splits"]
 
@@ -136,10 +136,10 @@ class SplitReport:
 
 
 def _group_labels(table: pd.DataFrame) -> pd.Series:
-    """Majority label of each group (ties: the first class in :data:`CLASSES` order)."""
+    """Majority label of each group (ties: the first label in :data:`~pneumo.data.labels.LABELS` order)."""
     counts = table.groupby(["group", "label"]).size().unstack(fill_value=0)
-    counts = counts.reindex(columns=list(CLASSES), fill_value=0)
-    # idxmax returns the first maximal column, i.e. the CLASSES order breaks ties.
+    counts = counts.reindex(columns=list(LABELS), fill_value=0)
+    # idxmax returns the first maximal column, i.e. the LABELS order breaks ties.
     return counts.idxmax(axis=1)
 
 
@@ -155,7 +155,7 @@ def _greedy_val_groups(
     ``StratifiedGroupKFold`` works for any fraction, not only ``1/k``.
     """
     chosen: set[int] = set()
-    for label in CLASSES:
+    for label in LABELS:
         part = groups[groups["label"] == label].sort_values("group")
         if part.empty:
             continue

@@ -89,26 +89,32 @@ class ExplainConfig(TaskConfig):
     profile: str = param("cpu", "smoke | cpu | gpu (auto follows the hardware)", choices=PROFILES)
     data: Optional[str] = param(None, "data folder in Kaggle layout; None: $PNEUMO_DATA, "
                                 "data/chest_xray, else synthetic phantoms", key=False)
-    per_group: int = param(2, "test images per class and outcome (correct / misclassified by 1b)")
-    ig_steps: int = param(32, "integrated-gradients path points")
-    shap_samples: int = param(32, "SHAP gradient samples per image")
-    shap_background: int = param(32, "training images in the SHAP background")
-    sanity_images: int = param(4, "images in the randomisation test (0: all chosen images)")
-    perturbation_steps: int = param(16, "points of the deletion / insertion curves")
-    random_orders: int = param(2, "random pixel orders averaged for the baseline curves")
+    per_group: int = param(2, "test images per class and outcome (correct / misclassified by 1b)",
+                           interval="[1, inf)")
+    ig_steps: int = param(32, "integrated-gradients path points", interval="[1, inf)")
+    shap_samples: int = param(32, "SHAP gradient samples per image", interval="[1, inf)")
+    shap_background: int = param(32, "training images in the SHAP background", interval="[1, inf)")
+    sanity_images: int = param(4, "images in the randomisation test (0: all chosen images)",
+                               interval="[0, inf)")
+    perturbation_steps: int = param(16, "points of the deletion / insertion curves", interval="[1, inf)")
+    random_orders: int = param(2, "random pixel orders averaged for the baseline curves", interval="[1, inf)")
     all_test_gradcam: bool = param(True, "Grad-CAM lung share on every test image, not only the chosen")
-    lung_quantile: float = param(0.35, "share of inner pixels taken as lung by the template")
+    lung_quantile: float = param(0.35, "share of inner pixels taken as lung by the template",
+                                 interval="(0, 1)")
     neuron_network: str = param("multiclass", "network whose layers and neurons are shown",
                                 choices=NETWORKS)
-    neuron_channels: int = param(4, "channels per block shown (feature visualisation, patches)")
-    patch_images: int = param(512, "training images scanned for channel statistics and patches")
-    top_patches: int = param(4, "most exciting patches per channel")
-    maxact_steps: int = param(64, "activation-maximisation steps")
-    class_channels: int = param(3, "last-block channels per class in the class summary")
-    seed: int = param(0, "seed of image choice, SHAP sampling, randomisation and orders")
-    bootstrap: int = param(1000, "patient-bootstrap resamples for confidence intervals")
-    device: str = param("auto", "auto | cpu | cuda | cuda:N | mps", key=False)
-    num_workers: Optional[int] = param(None, "image decoding processes (None: all cores)", key=False)
+    neuron_channels: int = param(4, "channels per block shown (feature visualisation, patches)",
+                                 interval="[1, inf)")
+    patch_images: int = param(512, "training images scanned for channel statistics and patches",
+                              interval="[1, inf)")
+    top_patches: int = param(4, "most exciting patches per channel", interval="[1, inf)")
+    maxact_steps: int = param(64, "activation-maximisation steps", interval="[1, inf)")
+    class_channels: int = param(3, "last-block channels per class in the class summary", interval="[1, inf)")
+    seed: int = param(0, "seed of image choice, SHAP sampling, randomisation and orders", interval="[0, inf)")
+    bootstrap: int = param(1000, "patient-bootstrap resamples for confidence intervals", interval="[0, inf)")
+    device: str = param("auto", "auto | cpu | cuda | cuda:N | mps", key=False, check=pick_device)
+    num_workers: Optional[int] = param(None, "image decoding processes (None: all cores)", key=False,
+                                       interval="[0, inf)")
     cache: Optional[str] = param(None, "results folder (None: $PNEUMO_CACHE or results/)", key=False)
     force: bool = param(False, "recompute even when a cached entry exists", key=False)
 
@@ -202,7 +208,7 @@ def run_explain(config: ExplainConfig, *, compute: bool = True) -> Entry:
         The task's cache entry; ``entry.metrics`` holds the headline figures.
     """
     configure_threads()
-    cache = ResultCache(config.cache)
+    cache = ResultCache(config.cache, writable=compute)
     entries = classifier_entries(config.profile, data=config.data, cache=config.cache, device=config.device,
                                  num_workers=config.num_workers, compute=compute)
     if not all(e.exists for e in entries.values()):
@@ -225,7 +231,9 @@ def run_explain(config: ExplainConfig, *, compute: bool = True) -> Entry:
     metrics: dict[str, Any] = {}
     models = {}
 
-    with cache.write("explain", key) as out:
+    with cache.write("explain", key, reuse=not config.force) as out:
+        if out is None:  # computed meanwhile by another process
+            return entry
         for name in NETWORKS:
             model, mcfg = load_classifier(entries[name], device)
             require_vgg(model)

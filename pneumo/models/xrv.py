@@ -5,6 +5,11 @@ for the file where torchxrayvision would (``torchxrayvision.utils.get_cache_dir(
 ``~/.torchxrayvision/models_data/`` by default) and fail fast with
 :class:`XRVWeightsUnavailable` instead of letting the library attempt a download.
 
+Its DenseNet weight files are pickled whole networks, which ``torch.load`` can only read with
+``weights_only=False``, and unpickling can run code. So a file is loaded only when its SHA-256 is
+the published file's (:data:`PINNED_SHA256`), from the very bytes that were checked, into a
+network built without weights (so torchxrayvision never unpickles the file itself).
+
 Input convention: the wrapper takes *our* normalised input (B, 1, H, W) from
 :func:`pneumo.training.to_model_input`, i.e. ``x = (p/255 - 0.5) / 0.25`` for pixel
 ``p``.  torchxrayvision expects ``(2 p/255 - 1) * 1024`` in [-1024, 1024], which is
@@ -13,6 +18,8 @@ exactly ``512 * x``, and 224 x 224 pixels.
 
 from __future__ import annotations
 
+import hashlib
+import io
 import logging
 import warnings
 from pathlib import Path
@@ -28,6 +35,13 @@ DEFAULT_WEIGHTS = "densenet121-res224-all"
 XRV_SCALE = 512.0  # our normalised x -> torchxrayvision's [-1024, 1024] range
 XRV_RESOLUTION = 224
 XRV_EMBEDDING_DIM = 1024
+
+#: SHA-256 of the published weight files (torchxrayvision's v1 release) that may be loaded;
+#: ``densenet121-res224-all`` is ``nih-pc-chex-mimic_ch-google-openi-kaggle-densenet121-d121-
+#: tw-lr001-rot45-tr15-sc15-seed0-best.pt``, 28,382,008 bytes.
+PINNED_SHA256 = {
+    "densenet121-res224-all": "56524913dd16a906422e8d8b66a7a5c46be1d82eb7ac012d8103776f1aa68899",
+}
 
 
 class XRVWeightsUnavailable(RuntimeError):
@@ -145,20 +159,40 @@ def load_xrv_densenet(
     Raises
     ------
     XRVWeightsUnavailable
-        If the weights file is absent.  No download is attempted: the check happens before
-        ``torchxrayvision.models.DenseNet`` is constructed (which would try one).
+        If the weights file is absent (no download is attempted), or is not the published file
+        (its SHA-256 differs from :data:`PINNED_SHA256`, or none is pinned for ``weights``):
+        such a file is never unpickled.
     """
     path = xrv_weights_path(weights, cache_dir)
+    xrv = _xrv()
+    url = xrv.models.model_urls[weights]["weights_url"]
     if not path.is_file():
-        xrv = _xrv()
-        url = xrv.models.model_urls[weights]["weights_url"]
         raise XRVWeightsUnavailable(
             f"torchxrayvision weights {weights!r} not found: missing file {path.name!r} in cache "
             f"folder {str(path.parent)!r}. They cannot be downloaded here (offline). On a machine "
             f"with internet run `wget {url}` (or create xrv.models.DenseNet(weights={weights!r}) "
             f"once) and copy the file to {str(path)!r}."
         )
-    xrv = _xrv()
-    log.info("loading torchxrayvision DenseNet-121 weights from %s", path)
-    net = xrv.models.DenseNet(weights=weights, cache_dir=str(path.parent))
-    return XRVDenseNet(net, num_classes)
+    if weights not in PINNED_SHA256:
+        raise XRVWeightsUnavailable(
+            f"no SHA-256 is pinned for torchxrayvision weights {weights!r}, so {path} is not "
+            "loaded (it is a pickle, which can run code); add the published file's hash to "
+            "pneumo.models.xrv.PINNED_SHA256")
+    data = path.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != PINNED_SHA256[weights]:
+        raise XRVWeightsUnavailable(
+            f"{path} is not the published torchxrayvision file for {weights!r} (SHA-256 "
+            f"{digest[:16]}..., expected {PINNED_SHA256[weights][:16]}...), so it is not loaded: "
+            f"unpickling it could run code. Replace it with a fresh download of {url}")
+    log.info("loading torchxrayvision DenseNet-121 weights from %s (SHA-256 checked)", path)
+    # These bytes are the published file's (checked above, and not read again): unpickling them
+    # is safe, and the network they fill is built without weights, so that torchxrayvision
+    # never unpickles anything itself.
+    saved = torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
+    for module in saved.modules():  # torchxrayvision's own patch for networks pickled by old torch
+        if not hasattr(module, "_non_persistent_buffers_set"):
+            module._non_persistent_buffers_set = set()
+    net = xrv.models.DenseNet(weights=None)
+    net.load_state_dict(saved.state_dict())
+    return XRVDenseNet(net.eval(), num_classes)
