@@ -73,7 +73,7 @@ COMPARISONS = {"pneumonia": ("bacterial", "viral"), "bacterial": ("bacterial",),
 class AnomalyConfig(TaskConfig):
     """Task 3: autoencoders trained on normal chest X-rays only flag pneumonia as anomalies."""
 
-    profile: str = param("cpu", "smoke | cpu | gpu (auto follows the hardware)", choices=PROFILES)
+    profile: str = param("cpu", "smoke | cpu | gpu (auto: smoke on phantoms, else gpu with CUDA, else cpu)", choices=PROFILES)
     data: Optional[str] = param(None, "data folder in Kaggle layout; None: $PNEUMO_DATA, "
                                 "data/chest_xray, else synthetic phantoms", key=False)
     decode_resolution: int = param(128, "side of the decoded images (Task 1's, so the decode cache "

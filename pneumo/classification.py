@@ -48,7 +48,7 @@ CODE = ["pneumo.classification", "pneumo.data", "pneumo.models", "pneumo.trainin
 class ClassifierConfig(TaskConfig):
     """Shared fields of the Task 1 configs (each task's config stays flat)."""
 
-    profile: str = param("cpu", "smoke | cpu | gpu (auto follows the hardware)", choices=PROFILES)
+    profile: str = param("cpu", "smoke | cpu | gpu (auto: smoke on phantoms, else gpu with CUDA, else cpu)", choices=PROFILES)
     data: Optional[str] = param(None, "data folder in Kaggle layout; None: $PNEUMO_DATA, "
                                 "data/chest_xray, else synthetic phantoms", key=False)
     resolution: int = param(128, "input side in pixels", interval="[8, inf)")

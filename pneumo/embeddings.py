@@ -58,7 +58,7 @@ SCALINGS = ("none", "standard")
 class EmbeddingsConfig(TaskConfig):
     """Task 2: k-NN and t-SNE on the ``features(x)`` embeddings of the Task 1 networks."""
 
-    profile: str = param("cpu", "smoke | cpu | gpu (auto follows the hardware); also Task 1's profile",
+    profile: str = param("cpu", "smoke | cpu | gpu (auto: smoke on phantoms, else gpu with CUDA, else cpu); also Task 1's profile",
                          choices=PROFILES)
     data: Optional[str] = param(None, "data folder in Kaggle layout; None: $PNEUMO_DATA, "
                                 "data/chest_xray, else synthetic phantoms", key=False)

@@ -24,12 +24,20 @@ def test_none_means_profile_value():
     assert BinaryConfig.create("cpu", epochs=None).epochs == BinaryConfig().epochs
 
 
-def test_auto_profile_follows_hardware(monkeypatch):
+def test_auto_profile_follows_data_and_hardware(monkeypatch, phantom_root, tmp_path):
     import torch
 
+    monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr("pneumo.data.dataset.PROJECT_ROOT", tmp_path)  # no data/chest_xray there
+    # No data anywhere: the tasks run on phantoms, with the small profile made for them.
+    assert BinaryConfig.create(None).profile == "smoke"
+    # A data folder, given or in $PNEUMO_DATA: the hardware decides.
+    assert BinaryConfig.create("auto", data=str(phantom_root)).profile == "cpu"
+    monkeypatch.setenv("PNEUMO_DATA", str(phantom_root))
     assert BinaryConfig.create(None).profile == "cpu"
-    assert BinaryConfig.create("auto").profile == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert BinaryConfig.create(None).profile == "gpu"
 
 
 def test_unknown_key_is_rejected_with_suggestion():

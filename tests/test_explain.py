@@ -248,7 +248,9 @@ def test_randomised_network_maps_differ(smoke_networks, one_thread):
 
 
 def test_deletion_of_gradcam_pixels_beats_random(smoke_networks, one_thread):
-    model, config = smoke_networks["multiclass"]
+    # Network 1a (class 1: pneumonia): the smoke profile's 1b is fine-tuned for a few epochs
+    # only, too little for its maps to localise reliably on the phantoms.
+    model, config = smoke_networks["binary"]
     _, images, x = _bacterial_batch(int(config["resolution"]))
     reference = to_model_input(torch.as_tensor(np.rint(images.mean(0)).astype(np.uint8)[None]))
     with GradCAM(model) as cam:

@@ -341,6 +341,10 @@ def _check_our_splits(table: pd.DataFrame, root: Path, val_fraction: float) -> N
         )
 
 
+#: Warnings already given in this process (a report run loads the data once per task).
+_WARNED: set[str] = set()
+
+
 def load_dataset(
     root: str | os.PathLike | None = None,
     *,
@@ -401,12 +405,14 @@ def load_dataset(
 
     located = locate_data(root)
     if located is None:
-        logger.warning(
+        logger.log(
+            logging.INFO if "phantoms" in _WARNED else logging.WARNING,
             "no chest X-ray data found (no root given, $PNEUMO_DATA unset, %s missing); using "
             "synthetic phantom data under %s",
             PROJECT_ROOT / "data" / "chest_xray",
             cache / "phantoms",
         )
+        _WARNED.add("phantoms")
         located = make_phantoms(cache / "phantoms", num_workers=num_workers)
     located = located.absolute()
     if cache.resolve().is_relative_to(located.resolve()):

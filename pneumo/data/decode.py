@@ -37,7 +37,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
-from tqdm.auto import tqdm
+from tqdm import tqdm  # plain text bars: tqdm.auto warns in a kernel without ipywidgets
 
 __all__ = [
     "DECODER_VERSION",

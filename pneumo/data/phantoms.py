@@ -45,7 +45,7 @@ from typing import Any, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
-from tqdm.auto import tqdm
+from tqdm import tqdm  # plain text bars: tqdm.auto warns in a kernel without ipywidgets
 
 from pneumo.data.labels import CLASSES
 
@@ -519,7 +519,7 @@ def make_phantoms(
     root: str | os.PathLike,
     *,
     n_per_class: int | Sequence[int] = DEFAULT_N_PER_CLASS,
-    size: int = 256,
+    size: int = 160,
     seed: int = 0,
     num_workers: int | None = None,
 ) -> Path:

@@ -86,7 +86,7 @@ NETWORKS = ("binary", "multiclass")
 class ExplainConfig(TaskConfig):
     """Task 4: attribution maps, sanity checks, lung-field share, layers and neurons."""
 
-    profile: str = param("cpu", "smoke | cpu | gpu (auto follows the hardware)", choices=PROFILES)
+    profile: str = param("cpu", "smoke | cpu | gpu (auto: smoke on phantoms, else gpu with CUDA, else cpu)", choices=PROFILES)
     data: Optional[str] = param(None, "data folder in Kaggle layout; None: $PNEUMO_DATA, "
                                 "data/chest_xray, else synthetic phantoms", key=False)
     per_group: int = param(2, "test images per class and outcome (correct / misclassified by 1b)",
