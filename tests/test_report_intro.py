@@ -77,3 +77,21 @@ def test_intro_section_reads_the_entry(smoke_entries):
     assert list(i.counts_table.columns) == ["normal", "bacterial", "viral", "images", "patients"]
     assert set(i.samples) == {"normal", "bacterial", "viral"} and all(len(v) == 6 for v in i.samples.values())
     assert 0 < i.train_pneumonia < 1 and i.kaggle_total["test"] == int(i.counts.loc["test", "total"])
+
+
+def test_a_missing_table_is_one_line_naming_the_entry_and_the_fix(tmp_path):
+    from pneumo.report import ReportEntry, ReportInputError
+    from pneumo.results import ResultCache
+
+    cache = ResultCache(tmp_path)
+    with cache.write("binary", "k1") as out:
+        out.json("params", {"profile": "smoke"})
+        out.json("metrics", {"data_synthetic": True})
+    entry = ReportEntry(cache.entry("binary", "k1"), "binary")
+    assert entry.metrics == {"data_synthetic": True}
+    with pytest.raises(ReportInputError) as error:
+        entry.table("grid")
+    message = str(error.value)
+    assert "\n" not in message and "binary entry" in message and "k1" in message
+    assert "recompute it with: python tasks/binary.py --profile smoke --force true" in message
+    assert error.value._render_traceback_() == [f"error: {message}"]  # what the notebook shows

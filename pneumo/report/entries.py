@@ -16,6 +16,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from pneumo.errors import UserError
 from pneumo.results import PROJECT_ROOT, Entry
 
 __all__ = ["ReportInputError", "ReportEntry", "report_profile", "task_entry", "where", "final_variant",
@@ -23,7 +24,7 @@ __all__ = ["ReportInputError", "ReportEntry", "report_profile", "task_entry", "w
            "curves_from_arrays", "platform_text"]
 
 
-class ReportInputError(RuntimeError):
+class ReportInputError(UserError):
     """A cache entry lacks what the report reads from it (one line: the entry and the fix)."""
 
     def _render_traceback_(self) -> list[str]:
@@ -41,71 +42,42 @@ def recompute_command(task: str, entry: Entry | None = None) -> str:
     profile = None
     if entry is not None:
         try:
-            profile = entry.params.get("profile")
-        except (OSError, ValueError):
+            profile = Entry(entry.path).params.get("profile")
+        except (UserError, OSError, ValueError):
             profile = None
     profile = profile or report_profile()
     return f"python tasks/{task}.py" + (f" --profile {profile}" if profile else "") + " --force true"
 
 
-class ReportEntry:
+class ReportEntry(Entry):
     """A task's cache entry as the report reads it.
 
-    The same reading methods as :class:`pneumo.results.Entry`; a missing or unreadable file
-    raises :class:`ReportInputError` naming the entry and the command that recomputes it.
+    :class:`pneumo.results.Entry` (same reading methods, the same manifest checks), whose
+    reads fail with :class:`ReportInputError`: one line that names the entry and the command
+    that recomputes it.
 
     Parameters
     ----------
     entry
-        The cache entry.
+        The cache entry (or its folder).
     task
         The task that wrote it (``"binary"``, ...), for the recompute command.
     """
 
-    def __init__(self, entry: Entry, task: str):
-        self.entry, self.task = entry, task
+    def __init__(self, entry: Entry | str | os.PathLike, task: str):
+        super().__init__(getattr(entry, "path", entry))
+        self.task = task
 
     def __repr__(self) -> str:
         return f"ReportEntry({self.task!r}, {str(self.path)!r})"
 
-    @property
-    def path(self) -> Path:
-        return self.entry.path
-
-    def _read(self, what: str, read, *args):
+    def _read(self, name: str, parse):
         try:
-            return read(*args)
-        except (OSError, ValueError, KeyError) as error:
+            return super()._read(name, parse)
+        except (UserError, OSError, ValueError, KeyError) as error:
             raise ReportInputError(
-                f"the {self.task} entry {where(self)} lacks a readable {what} ({type(error).__name__}); "
-                f"recompute it with: {recompute_command(self.task, self.entry)}") from None
-
-    def json(self, name: str) -> Any:
-        return self._read(f"{name}.json", self.entry.json, name)
-
-    @property
-    def params(self) -> dict[str, Any]:
-        return self.json("params")
-
-    @property
-    def metrics(self) -> dict[str, Any]:
-        return self.json("metrics")
-
-    @property
-    def run(self) -> dict[str, Any]:
-        return self.json("run")
-
-    def table(self, name: str) -> pd.DataFrame:
-        return self._read(f"table {name!r}", self.entry.table, name)
-
-    def has_table(self, name: str) -> bool:
-        return self.entry.has_table(name)
-
-    def arrays(self) -> dict[str, np.ndarray]:
-        return self._read("arrays.npz", self.entry.arrays)
-
-    def load_model(self) -> dict[str, Any]:
-        return self._read("model.pt", self.entry.load_model)
+                f"the {self.task} entry {where(self)} lacks a readable {name} ({type(error).__name__}); "
+                f"recompute it with: {recompute_command(self.task, self)}") from None
 
 
 @functools.lru_cache(maxsize=None)
@@ -143,7 +115,7 @@ def task_dataset(entry: Entry | ReportEntry):
     ``predictions`` table by ``relpath``; the decode cache makes this a quick load. See
     :func:`pneumo.upstream.entry_dataset` (which also checks the data fingerprint).
     """
-    return _dataset(getattr(entry, "entry", entry).path)
+    return _dataset(entry.path)
 
 
 @functools.lru_cache(maxsize=4)
@@ -247,7 +219,7 @@ def final_variant(entry: Entry | ReportEntry) -> ReportEntry:
     key = entry.metrics.get("variant_entry")
     variant = Entry(entry.path.parent.parent / f"{entry.path.parent.name}-variant" / str(key))
     task = getattr(entry, "task", entry.path.parent.name)
-    return ReportEntry(variant, task) if key and variant.exists else ReportEntry(getattr(entry, "entry", entry), task)
+    return ReportEntry(variant if key and variant.exists else entry, task)
 
 
 def curves_from_arrays(arrays: Mapping[str, np.ndarray], prefixes: Mapping[str, str],
