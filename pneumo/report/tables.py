@@ -124,7 +124,9 @@ def _cell(value: Any, fmt: str | None, intfmt: str) -> str:
     elif isinstance(value, (float, np.floating)):
         text = format(float(value), fmt) if fmt else str(value)
     else:
-        text = str(value)
+        # A zero-width space after "=" lets a long name such as "intensity=stretch" break
+        # there: Typst cannot shrink a column below its longest unbreakable word.
+        text = str(value).replace("=", "=\u200b")
     return " ".join(text.split())  # a row is one line of the source
 
 
