@@ -301,6 +301,9 @@ def test_md_table_is_a_simple_table_aligned_by_its_rule():
     assert centred[:2] == [" v", "---"]
     with pytest.raises(ValueError):
         md_table(pd.DataFrame())
+    # A zero-width break after "=" takes no column: the next cell stays in its column.
+    broken = md_table(pd.DataFrame({"v": ["a=b", "cc"], "n": [1, 2]})).data.split("\n")
+    assert broken[1:4] == ["----  --", "a=\u200bb    1", "cc     2"]
 
 
 def test_metrics_with_ci_and_labels():

@@ -130,9 +130,16 @@ def _cell(value: Any, fmt: str | None, intfmt: str) -> str:
     return " ".join(text.split())  # a row is one line of the source
 
 
+def _width(text: str) -> int:
+    """Columns ``text`` takes in the source as pandoc counts them (a zero-width space: none)."""
+    return len(text) - text.count("\u200b")
+
+
 def _place(text: str, width: int, side: str) -> str:
     """``text`` in a column of ``width`` characters, set to the ``side`` it is aligned to."""
-    return {"left": text.ljust, "right": text.rjust, "center": text.center}[side](width)
+    pad = width - _width(text)
+    left = {"left": 0, "right": pad, "center": pad // 2}[side]
+    return " " * left + text + " " * (pad - left)
 
 
 def md_table(df: pd.DataFrame, floatfmt: str | Mapping[str, str] = ".3f", *, index: bool = False,
@@ -174,7 +181,7 @@ def md_table(df: pd.DataFrame, floatfmt: str | Mapping[str, str] = ".3f", *, ind
              for c, v in zip(frame.columns, values)] for values in frame.itertuples(index=False, name=None)]
     # The dashes overhang the header on the side away from the alignment (both sides when
     # centred): that is how a simple table says how a column is aligned.
-    widths = [max([len(h), *(len(row[i]) for row in rows)]) + (2 if side == "center" else 1)
+    widths = [max([_width(h), *(_width(row[i]) for row in rows)]) + (2 if side == "center" else 1)
               for i, (h, side) in enumerate(zip(columns, sides))]
 
     def line(cells: list[str]) -> str:
