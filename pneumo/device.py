@@ -85,8 +85,17 @@ def autocast(device: torch.device, enabled: bool = True):
     return contextlib.nullcontext()
 
 
+def available_cores() -> int:
+    """The cores this process may run on (its affinity, which containers may narrow)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def configure_threads() -> int:
-    """Use every core for intra-op parallelism (torch's default can be lower in containers)."""
-    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    """Use every core for intra-op parallelism (torch's default can be lower in containers),
+    or ``$OMP_NUM_THREADS`` of them where set (e.g. when several tasks share the machine)."""
+    try:
+        n = max(1, int(os.environ["OMP_NUM_THREADS"]))
+    except (KeyError, ValueError):
+        n = available_cores()
     torch.set_num_threads(n)
     return n

@@ -389,6 +389,15 @@ class EntryWriter:
     def arrays(self, **arrays: np.ndarray) -> None:
         np.savez_compressed(self.tmp / "arrays.npz", **arrays)
 
+    def file(self, name: str, source: str | os.PathLike) -> None:
+        """Copy a file, or a folder with everything under it, into the entry as ``name``."""
+        source, target = Path(source), self.tmp / name
+        if source.is_dir():
+            shutil.copytree(source, target)
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target)
+
     def model(self, state_dict: dict, config: dict[str, Any], **extra: Any) -> None:
         import torch
 

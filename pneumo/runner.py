@@ -16,7 +16,7 @@ import sys
 import tempfile
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, TextIO
 
 from pneumo.config import ConfigError, TaskConfig
 from pneumo.errors import UserError
@@ -29,24 +29,53 @@ TASK_DIR = PROJECT_ROOT / "tasks"
 
 @dataclasses.dataclass(frozen=True)
 class TaskSpec:
-    """A task: its script, its config class, and the function that computes it."""
+    """A task: its script, its config class, the function that computes it, and its inputs.
 
-    script: Path
-    config: type[TaskConfig]
-    run: Callable[..., Entry]
+    ``config`` and ``run`` are ``"module:attribute"`` paths, imported on first use, so that
+    ``import pneumo.runner`` stays cheap for the report's first cell.
+    """
+
+    name: str
+    script_name: str
+    config_path: str
+    run_path: str
+    #: Tasks whose entries this one reads: they are computed first.
+    upstream: tuple[str, ...] = ()
+
+    @property
+    def script(self) -> Path:
+        return TASK_DIR / self.script_name
+
+    @property
+    def config(self) -> type[TaskConfig]:
+        return _attribute(self.config_path)
+
+    @property
+    def run(self) -> Callable[..., Entry]:
+        return _attribute(self.run_path)
 
 
-#: Every task: its script under ``tasks/``, its config class and the function that computes it
-#: (``module:attribute``, imported only when the task is used, so that ``import pneumo.runner``
-#: stays cheap for the report's first cell).
-TASK_REGISTRY: dict[str, tuple[str, str, str]] = {
-    "binary": ("binary.py", "pneumo.classification:BinaryConfig", "pneumo.classification:run_classification"),
-    "multiclass": ("multiclass.py", "pneumo.classification:MulticlassConfig",
-                   "pneumo.classification:run_classification"),
-    "embeddings": ("embeddings.py", "pneumo.embeddings:EmbeddingsConfig", "pneumo.embeddings:run_embeddings"),
-    "anomaly": ("anomaly.py", "pneumo.anomaly:AnomalyConfig", "pneumo.anomaly:run_anomaly"),
-    "explain": ("explain.py", "pneumo.explain:ExplainConfig", "pneumo.explain:run_explain"),
-}
+def _declare(*specs: TaskSpec) -> dict[str, TaskSpec]:
+    registry = {spec.name: spec for spec in specs}
+    for spec in specs:  # upstream tasks are declared earlier: the order is a valid run order
+        earlier = list(registry)[:list(registry).index(spec.name)]
+        if not set(spec.upstream) <= set(earlier):
+            raise ValueError(f"task {spec.name!r}: upstream {spec.upstream} not all declared before it")
+    return registry
+
+
+#: The task graph: every task in a valid run order, with the tasks it reads.
+TASK_REGISTRY: dict[str, TaskSpec] = _declare(
+    TaskSpec("binary", "binary.py", "pneumo.classification:BinaryConfig",
+             "pneumo.classification:run_classification"),
+    TaskSpec("multiclass", "multiclass.py", "pneumo.classification:MulticlassConfig",
+             "pneumo.classification:run_classification", upstream=("binary",)),
+    TaskSpec("embeddings", "embeddings.py", "pneumo.embeddings:EmbeddingsConfig",
+             "pneumo.embeddings:run_embeddings", upstream=("binary", "multiclass")),
+    TaskSpec("anomaly", "anomaly.py", "pneumo.anomaly:AnomalyConfig", "pneumo.anomaly:run_anomaly"),
+    TaskSpec("explain", "explain.py", "pneumo.explain:ExplainConfig", "pneumo.explain:run_explain",
+             upstream=("binary", "multiclass")),
+)
 
 
 def _attribute(path: str):
@@ -60,8 +89,7 @@ def task_spec(name: str) -> TaskSpec:
     """The :class:`TaskSpec` of a task in :data:`TASK_REGISTRY`."""
     if name not in TASK_REGISTRY:
         raise ConfigError(f"unknown task {name!r}; tasks: {', '.join(TASK_REGISTRY)}")
-    script, config, run = TASK_REGISTRY[name]
-    return TaskSpec(TASK_DIR / script, _attribute(config), _attribute(run))
+    return TASK_REGISTRY[name]
 
 
 def in_notebook() -> bool:
@@ -105,7 +133,8 @@ def _user_error_hook(kind, error, traceback) -> None:
     sys.__excepthook__(kind, error, traceback)
 
 
-def run_task(name: str, profile: str | None = None, *, notebook: bool = True, **params: Any) -> Entry:
+def run_task(name: str, profile: str | None = None, *, notebook: bool = True,
+             stderr: TextIO | None = None, **params: Any) -> Entry:
     """Return the task's cache entry, computing it through papermill when missing.
 
     Parameters
@@ -118,6 +147,9 @@ def run_task(name: str, profile: str | None = None, *, notebook: bool = True, **
     notebook
         Execute the task script as a notebook through papermill (keeps the executed notebook
         in the entry); False computes in this process.
+    stderr
+        Where the notebook's console output (log lines, progress bars) goes as it comes;
+        default ``sys.stderr``.
     **params
         Any field of the task's config; unknown names are rejected before anything runs.
     """
@@ -129,10 +161,10 @@ def run_task(name: str, profile: str | None = None, *, notebook: bool = True, **
             return entry
     if not notebook:
         return spec.run(config)
-    return _run_notebook(spec, config)
+    return _run_notebook(spec, config, stderr or sys.stderr)
 
 
-def _run_notebook(spec: TaskSpec, config: TaskConfig) -> Entry:
+def _run_notebook(spec: TaskSpec, config: TaskConfig, stderr: TextIO) -> Entry:
     import jupytext
     import papermill
 
@@ -148,7 +180,7 @@ def _run_notebook(spec: TaskSpec, config: TaskConfig) -> Entry:
         # this process's stderr as they come, so a long run shows where it is.
         papermill.execute_notebook(
             str(source), str(executed), parameters=config.to_dict(), kernel_name="python3",
-            cwd=str(PROJECT_ROOT), progress_bar=False, log_output=False, stderr_file=sys.stderr,
+            cwd=str(PROJECT_ROOT), progress_bar=False, log_output=False, stderr_file=stderr,
         )
         entry = _entry_printed_by(executed)
         if entry is None or not entry.exists:

@@ -132,7 +132,23 @@ def test_make_phantoms_deterministic_and_idempotent(tmp_path):
     # Other parameters replace the folder; no temporary folders are left behind.
     make_phantoms(tmp_path / "a", **{**kwargs, "n_per_class": (5, 5, 5)})
     assert len(scan_folder(a)[0]) == 15
-    assert sorted(os.listdir(tmp_path / "a")) == ["chest_xray"]
+    assert sorted(os.listdir(tmp_path / "a")) == [".chest_xray.lock", "chest_xray"]
+
+
+def test_make_phantoms_called_at_once_generates_once(tmp_path, caplog):
+    """Two tasks started together (the report runs some concurrently) share one folder."""
+    import concurrent.futures
+    import logging
+
+    kwargs = dict(n_per_class=(4, 4, 4), size=48, seed=3, num_workers=1)
+    with caplog.at_level(logging.INFO, logger="pneumo.data.phantoms"):
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            folders = list(pool.map(lambda _: make_phantoms(tmp_path, **kwargs), range(2)))
+    assert folders[0] == folders[1] == tmp_path / "chest_xray"
+    assert len(scan_folder(folders[0])[0]) == 12
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum(m.startswith("wrote") for m in messages) == 1
+    assert sum(m.startswith("reusing") for m in messages) == 1
 
 
 def test_make_phantoms_parallel_matches_serial(tmp_path):

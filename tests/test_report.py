@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from pathlib import Path
 from matplotlib.figure import Figure
 
 import qmd
@@ -470,6 +471,33 @@ def test_quarto_renders_html_and_pdf(report_env, executed, tmp_path):
            "PATH": os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])}
     result = subprocess.run(["quarto", "render", "--output-dir", str(out)], cwd=REPO_ROOT, env=env,
                             capture_output=True, text=True, timeout=1800)
+    check_render(result, out, executed)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("quarto") is None, reason="Quarto is not on PATH (see the test above)")
+def test_make_report_executes_once_then_typesets_from_the_cache(report_env, executed, tmp_path):
+    """`python -m pneumo.report` (what `make report` runs) renders both formats; a second run
+    with nothing changed runs no cell and writes the same report."""
+    env = {**os.environ, **report_env}
+    command = [sys.executable, "-m", "pneumo.report", "--profile", "smoke", "--output-dir"]
+    first = subprocess.run([*command, str(tmp_path / "first")], cwd=REPO_ROOT, env=env,
+                           capture_output=True, text=True, timeout=1800)
+    check_render(first, tmp_path / "first", executed)
+    second = subprocess.run([*command, str(tmp_path / "second")], cwd=REPO_ROOT, env=env,
+                            capture_output=True, text=True, timeout=1800)
+    check_render(second, tmp_path / "second", executed)
+    assert "typesetting only" in second.stderr and "Executing" not in second.stdout + second.stderr
+    html = [(tmp_path / run / "report" / "index.html").read_bytes() for run in ("first", "second")]
+    assert html[0] == html[1]
+    text = [subprocess.run(["pdftotext", str(tmp_path / run / "report" / "index.pdf"), "-"],
+                           capture_output=True, text=True).stdout for run in ("first", "second")]
+    assert text[0] == text[1]
+
+
+def check_render(result: subprocess.CompletedProcess, out: Path, executed) -> None:
+    """The checks of a render: no warning, both files, every reference resolved, every table's
+    last row in the PDF and nothing in the bottom margin."""
     log = result.stdout + result.stderr
     assert result.returncode == 0, log[-5000:]
     assert not problems_in_log(log), "render log has warnings:\n" + "\n".join(problems_in_log(log))

@@ -34,6 +34,7 @@ Only numpy and Pillow are used (Gaussian filters via FFT), to keep the data laye
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import math
@@ -571,6 +572,20 @@ def make_phantoms(
         "seed": int(seed),
     }
 
+    root.mkdir(parents=True, exist_ok=True)
+    # Tasks started at once (the report computes some concurrently) must not both generate:
+    # the second waits for the first, then reuses its folder.
+    lock = os.open(root / ".chest_xray.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _generate_or_reuse(target, params, num_workers)
+    finally:
+        os.close(lock)  # releases the lock
+
+
+def _generate_or_reuse(target: Path, params: dict, num_workers: int | None) -> Path:
+    """:func:`make_phantoms` once its lock is held."""
+    counts, size, seed = tuple(params["n_per_class"]), params["size"], params["seed"]
     if target.exists():
         marker = target / MARKER_NAME
         if not marker.is_file():
@@ -590,8 +605,7 @@ def make_phantoms(
         )
 
     plan = _plan(counts, seed)
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".chest_xray.", suffix=".tmp", dir=root))
+    tmp = Path(tempfile.mkdtemp(prefix=".chest_xray.", suffix=".tmp", dir=target.parent))
     try:
         for folder in sorted({str(Path(item["relpath"]).parent) for item in plan}):
             (tmp / folder).mkdir(parents=True, exist_ok=True)

@@ -11,6 +11,10 @@ cache.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
+import contextlib
+import hashlib
+import io
 import json
 import logging
 import os
@@ -18,11 +22,12 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence, TextIO
 
-from pneumo.results import PROJECT_ROOT, Entry
+from pneumo.results import MANIFEST, PROJECT_ROOT, Entry, ResultCache, cache_key
 
 __all__ = ["OUTPUT_DIR", "compute_all", "describe_run", "main"]
 
@@ -30,6 +35,9 @@ log = logging.getLogger(__name__)
 
 #: Quarto's project output, as configured in ``_quarto.yml``.
 OUTPUT_DIR = PROJECT_ROOT / "_output" / "report"
+
+#: The file each format writes.
+OUTPUT_FILES = {"html": "index.html", "typst": "index.pdf"}
 
 #: Set for the ``quarto render`` that :func:`main` starts: its pre-render step then has
 #: nothing left to compute.
@@ -76,8 +84,22 @@ def describe_run(profile: str | None = None) -> tuple[str, str]:
     return resolved, f"profile {resolved} ({how}), {data}"
 
 
-def compute_all(profile: str | None = None, *, notebook: bool = True, **params: Any) -> dict[str, Entry]:
-    """Run (or look up) every task of the report, in dependency order, logging progress.
+def default_jobs(profile: str) -> int:
+    """How many tasks :func:`compute_all` runs at once by default.
+
+    Two on a machine with two or more cores for the ``smoke`` profile: its small networks
+    gain little from a second thread, so two tasks with one core each finish sooner (on two
+    cores, 108 s instead of 158 s for all five). One otherwise: with real data Task 1's chain of
+    two trainings is the long pole and wants every core.
+    """
+    from pneumo.device import available_cores
+
+    return 2 if profile == "smoke" and available_cores() >= 2 else 1
+
+
+def compute_all(profile: str | None = None, *, notebook: bool = True, jobs: int = 1,
+                **params: Any) -> dict[str, Entry]:
+    """Run (or look up) every task of the report, upstream tasks first, logging progress.
 
     Parameters
     ----------
@@ -85,74 +107,246 @@ def compute_all(profile: str | None = None, *, notebook: bool = True, **params: 
         ``"smoke"``, ``"cpu"``, ``"gpu"`` or None (follows the data and the hardware).
     notebook
         Run each task script through papermill (the default, keeps the executed notebook);
-        False computes in this process.
+        False computes in this process, one task at a time.
+    jobs
+        Tasks run at once, each in its own kernel, when the task graph allows (Task 3 needs
+        nothing from Task 1, Tasks 2 and 4 need only Task 1). The cores are shared between them
+        (``OMP_NUM_THREADS``); the entries are the same whichever way they ran.
     **params
         Config overrides applied to every task (e.g. ``device="cuda"``).
 
     Returns
     -------
     dict
-        ``{task name: Entry}``.
+        ``{task name: Entry}``, in the order of :data:`pneumo.runner.TASK_REGISTRY`.
     """
     from pneumo.runner import TASK_REGISTRY, run_task
 
-    entries = {}
-    for number, name in enumerate(TASK_REGISTRY, 1):
+    jobs = max(1, min(int(jobs), len(TASK_REGISTRY))) if notebook else 1
+    total = len(TASK_REGISTRY)
+
+    def run(name: str) -> Entry:
+        _TaskStream.current.task = name if jobs > 1 else None
         start = time.perf_counter()
-        log.info("task %d of %d: %s", number, len(TASK_REGISTRY), name)
-        entries[name] = run_task(name, profile, notebook=notebook, **params)
-        log.info("task %d of %d: %s ready after %.0f s: %s", number, len(TASK_REGISTRY), name,
-                 time.perf_counter() - start, entries[name].path)
-    return entries
+        log.info("task %s (%d of %d) starting", name, list(TASK_REGISTRY).index(name) + 1, total)
+        with _TaskStream(name) if jobs > 1 else contextlib.nullcontext(sys.stderr) as stream:
+            entry = run_task(name, profile, notebook=notebook, stderr=stream, **params)
+        log.info("task %s ready after %.0f s: %s", name, time.perf_counter() - start, entry.path)
+        return entry
+
+    entries: dict[str, Entry] = {}
+    waiting = list(TASK_REGISTRY)
+    running: dict[concurrent.futures.Future, str] = {}
+    with _threads_per_task(jobs), _tagged_logs(), concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
+        try:
+            while waiting or running:
+                for name in [n for n in waiting if set(TASK_REGISTRY[n].upstream) <= entries.keys()]:
+                    if len(running) < jobs:
+                        waiting.remove(name)
+                        running[pool.submit(run, name)] = name
+                done, _ = concurrent.futures.wait(running, return_when=concurrent.futures.FIRST_COMPLETED)
+                for future in done:
+                    entries[running.pop(future)] = future.result()
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+    return {name: entries[name] for name in TASK_REGISTRY}
 
 
-def render(quarto: str, env: dict[str, str], output_dir: Path) -> int:
+@contextlib.contextmanager
+def _threads_per_task(jobs: int) -> Iterator[None]:
+    """Give each of ``jobs`` concurrent task kernels its share of the cores.
+
+    The kernels inherit ``OMP_NUM_THREADS``, which :func:`pneumo.device.configure_threads`
+    follows; one kernel per core beats two kernels fighting over every core.
+    """
+    if jobs <= 1:
+        yield
+        return
+    from pneumo.device import available_cores
+
+    cores = available_cores()
+    previous = os.environ.get("OMP_NUM_THREADS")
+    os.environ["OMP_NUM_THREADS"] = str(max(1, cores // jobs))
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("OMP_NUM_THREADS", None)
+        else:
+            os.environ["OMP_NUM_THREADS"] = previous
+
+
+@contextlib.contextmanager
+def _tagged_logs() -> Iterator[None]:
+    """Tag this process's log lines with the task a worker thread runs, as :class:`_TaskStream`
+    tags the task kernels' lines."""
+
+    def tag(record: logging.LogRecord) -> bool:
+        task = getattr(_TaskStream.current, "task", None)
+        if task and not getattr(record, "task_tag", None):
+            record.msg, record.task_tag = f"[{task}] {record.msg}", task
+        return True
+
+    handlers = logging.getLogger().handlers
+    for handler in handlers:
+        handler.addFilter(tag)
+    try:
+        yield
+    finally:
+        for handler in handlers:
+            handler.removeFilter(tag)
+
+
+class _TaskStream(io.TextIOBase):
+    """A task kernel's console output while several tasks run: whole lines, tagged by task.
+
+    Progress bars redraw a line with carriage returns; of such a line only its final state is
+    printed, so two tasks' bars do not overwrite each other.
+    """
+
+    _lock = threading.Lock()
+    #: ``current.task``: the task the calling worker thread runs (None outside the workers).
+    current = threading.local()
+
+    def __init__(self, name: str, stream: TextIO | None = None):
+        self.tag = f"[{name}] "
+        self.stream = stream or sys.stderr
+        self.pending = ""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        *lines, self.pending = (self.pending + text).split("\n")
+        self._emit(lines)
+        return len(text)
+
+    def _emit(self, lines: list[str]) -> None:
+        shown = [line.rsplit("\r", 1)[-1] for line in lines]
+        shown = [line for line in shown if line.strip()]
+        if shown:
+            with self._lock:
+                self.stream.write("".join(f"{self.tag}{line}\n" for line in shown))
+                self.stream.flush()
+
+    def close(self) -> None:
+        if not self.closed:
+            self._emit([self.pending])
+            self.pending = ""
+        super().close()
+
+
+def document_key(entries: dict[str, Entry]) -> tuple[str, dict[str, Any]]:
+    """The cache key of the executed report, and what it was made from.
+
+    The executed document (its Markdown and figures) depends on the entries it reads, the
+    report's sources (``report/*.qmd``, ``_quarto.yml``), the package's code and the plotting
+    libraries: any change to one of them executes the document again.
+
+    Returns
+    -------
+    tuple
+        ``(key, params)``; ``params`` is stored in the entry as ``params.json``.
+    """
+    import matplotlib
+    import pandas
+
+    def digest(path: Path) -> str:
+        return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+    sources = sorted((PROJECT_ROOT / "report").glob("*.qmd")) + [PROJECT_ROOT / "_quarto.yml"]
+    params = {
+        "entries": {name: {"path": str(entry.path), "manifest": digest(entry.path / MANIFEST)}
+                    for name, entry in entries.items()},
+        "sources": {str(path.relative_to(PROJECT_ROOT)): digest(path) for path in sources},
+        "libraries": {"matplotlib": matplotlib.__version__, "pandas": pandas.__version__},
+    }
+    return cache_key("report", params, "", ["pneumo"]), params
+
+
+def render(quarto: str, env: dict[str, str], output_dir: Path, entries: dict[str, Entry],
+           *, cache: str | None = None) -> int:
     """Render ``report/index.html`` and ``report/index.pdf`` under ``output_dir``, executing
-    the document once.
+    the document at most once.
 
     Quarto executes a document once per output format. Here the HTML render keeps its
-    executed Markdown (``keep-md``), and the PDF is typeset from that Markdown in a scratch
-    copy of the project whose only format is Typst, so the second format costs seconds
-    instead of a second run of every cell. Plain ``quarto render`` gives the same two
-    files, executing twice.
+    executed Markdown (``keep-md``), which goes into the results cache with its figures
+    (task ``report``, keyed by :func:`document_key`); the PDF is typeset from that Markdown in
+    a scratch copy of the project. When nothing the document depends on has changed, both
+    formats are typeset from the cached Markdown and no cell runs. Plain ``quarto render``
+    gives the same two files, executing the document for each.
 
     Returns
     -------
     int
         Quarto's exit code (0 when both files were written).
     """
-    import yaml
+    key, params = document_key(entries)
+    store = ResultCache(cache)
+    executed = store.entry("report", key)
+    formats = ["html", "typst"]
+    if executed.exists:
+        log.info("the executed report is in the cache (%s): typesetting only", executed.path)
+    else:
+        code = _execute_html(quarto, env, output_dir, store, key, params)
+        if code != 0:
+            return code
+        formats = ["typst"]
+    log.info("typesetting %s from the executed document", " and ".join(
+        {"html": "the HTML", "typst": "the PDF (Typst)"}[f] for f in formats))
+    return _typeset(quarto, env, executed.path, formats, output_dir / "report")
 
+
+def _execute_html(quarto: str, env: dict[str, str], output_dir: Path, store: ResultCache, key: str,
+                  params: dict[str, Any]) -> int:
+    """Render the HTML, running every cell, and cache the executed Markdown and figures."""
     document = PROJECT_ROOT / "report" / "index.qmd"
     executed = document.with_name("index.html.md")
     figures = document.with_name("index_files")
     try:
-        log.info("rendering HTML with %s", quarto)
+        log.info("rendering HTML with %s (running the report's cells)", quarto)
         html = subprocess.run([quarto, "render", str(document), "--to", "html", "-M", "keep-md:true",
                                "--output-dir", str(output_dir)], cwd=PROJECT_ROOT, env=env, check=False)
         if html.returncode != 0 or not executed.is_file():
             return html.returncode or 1
-        log.info("typesetting the PDF through Typst from the executed document")
-        with tempfile.TemporaryDirectory(prefix="pneumo-print-") as tmp:
-            scratch = Path(tmp)
-            config = yaml.safe_load((PROJECT_ROOT / "_quarto.yml").read_text())
-            config["project"].update({"render": ["index.md"], "output-dir": "out"})
-            config["project"].pop("pre-render", None)
-            config["format"] = {"typst": config["format"]["typst"]}
-            (scratch / "_quarto.yml").write_text(yaml.safe_dump(config, sort_keys=False))
-            bibliography = scratch / config["bibliography"]
-            bibliography.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(PROJECT_ROOT / config["bibliography"], bibliography)
-            shutil.copy2(executed, scratch / "index.md")
-            shutil.copytree(figures, scratch / figures.name)
-            pdf = subprocess.run([quarto, "render", "--to", "typst"], cwd=scratch, env=env, check=False)
-            if pdf.returncode != 0:
-                return pdf.returncode
-            shutil.copy2(scratch / "out" / "index.pdf", output_dir / "report" / "index.pdf")
+        with store.write("report", key) as out:
+            out.json("params", params)
+            out.file("index.md", executed)
+            out.file(figures.name, figures)
         return 0
     finally:
         executed.unlink(missing_ok=True)
         shutil.rmtree(figures, ignore_errors=True)
+
+
+def _typeset(quarto: str, env: dict[str, str], executed: Path, formats: list[str], output: Path) -> int:
+    """Typeset the executed Markdown in ``executed`` to ``formats``, into ``output``.
+
+    Runs in a scratch copy of the project whose only document is that Markdown, so no cell
+    runs; the formats' settings are the project's.
+    """
+    import yaml
+
+    with tempfile.TemporaryDirectory(prefix="pneumo-typeset-") as tmp:
+        scratch = Path(tmp)
+        config = yaml.safe_load((PROJECT_ROOT / "_quarto.yml").read_text())
+        config["project"].update({"render": ["index.md"], "output-dir": "out"})
+        config["project"].pop("pre-render", None)
+        config["format"] = {name: config["format"][name] for name in formats}
+        (scratch / "_quarto.yml").write_text(yaml.safe_dump(config, sort_keys=False))
+        bibliography = scratch / config["bibliography"]
+        bibliography.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(PROJECT_ROOT / config["bibliography"], bibliography)
+        shutil.copy2(executed / "index.md", scratch / "index.md")
+        shutil.copytree(executed / "index_files", scratch / "index_files")
+        result = subprocess.run([quarto, "render"], cwd=scratch, env=env, check=False)
+        if result.returncode != 0:
+            return result.returncode
+        output.mkdir(parents=True, exist_ok=True)
+        for name in formats:
+            shutil.copy2(scratch / "out" / OUTPUT_FILES[name], output / OUTPUT_FILES[name])
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -165,6 +359,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "phantoms, gpu with CUDA, else cpu)")
     parser.add_argument("--compute-only", "--no-render", dest="compute_only", action="store_true",
                         help="compute only, do not run Quarto (the pre-render step of `quarto render`)")
+    parser.add_argument("--jobs", type=int, default=None,
+                        help="tasks computed at once where the task graph allows (default: 2 for "
+                             "the smoke profile on two or more cores, else 1)")
     parser.add_argument("--output-dir", type=Path, default=OUTPUT_DIR.parent,
                         help="Quarto's output folder: the report goes to its report/ (default: _output)")
     args = parser.parse_args(argv)
@@ -178,7 +375,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     profile, sentence = describe_run(requested)
     log.info("pneumo report: %s", sentence)
     start = time.perf_counter()
-    entries = compute_all(profile)
+    entries = compute_all(profile, jobs=args.jobs or default_jobs(profile))
     log.info("every task computed or found in the cache in %.0f s", time.perf_counter() - start)
     for name, entry in entries.items():
         print(f"{name}: {entry.path}")
@@ -199,7 +396,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     env.update({"PNEUMO_PROFILE": profile, COMPUTED_ENV: "1",
                 ENTRIES_ENV: json.dumps({name: str(entry.path) for name, entry in entries.items()})})
     start = time.perf_counter()
-    code = render(quarto, env, args.output_dir.resolve())
+    code = render(quarto, env, args.output_dir.resolve(), entries)
     if code == 0:
         log.info("rendered in %.0f s", time.perf_counter() - start)
         for name in ("index.html", "index.pdf"):

@@ -1,0 +1,87 @@
+"""The report build: tasks computed in dependency order, concurrently where the graph allows."""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+
+import pytest
+
+from pneumo.report import build
+from pneumo.runner import TASK_REGISTRY
+
+
+class FakeEntry:
+    def __init__(self, name):
+        self.path = name
+
+
+@pytest.fixture
+def fake_tasks(monkeypatch):
+    """run_task replaced by a short sleep that records when each task ran and what it saw."""
+    spans, seen_threads = {}, {}
+    lock = threading.Lock()
+
+    def run_task(name, profile, *, notebook, stderr, **params):
+        start = time.perf_counter()
+        import os
+
+        with lock:
+            seen_threads[name] = os.environ.get("OMP_NUM_THREADS")
+        stderr.write(f"{name} step\rdone\n")
+        time.sleep(0.2)
+        spans[name] = (start, time.perf_counter())
+        return FakeEntry(name)
+
+    monkeypatch.setattr("pneumo.runner.run_task", run_task)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr("pneumo.device.available_cores", lambda: 4)
+    return spans, seen_threads
+
+
+@pytest.mark.parametrize("jobs", [1, 2, 3])
+def test_compute_all_runs_upstream_tasks_first(fake_tasks, jobs):
+    spans, threads = fake_tasks
+    entries = build.compute_all("smoke", jobs=jobs)
+    assert list(entries) == list(TASK_REGISTRY)
+    for name, spec in TASK_REGISTRY.items():
+        for upstream in spec.upstream:
+            assert spans[upstream][1] <= spans[name][0], f"{name} started before {upstream} ended"
+    overlapping = spans["anomaly"][0] < spans["binary"][1] and spans["binary"][0] < spans["anomaly"][1]
+    assert overlapping == (jobs > 1)
+    # Each of `jobs` concurrent kernels gets its share of the 4 cores; one job keeps all.
+    assert set(threads.values()) == ({None} if jobs == 1 else {str(4 // jobs)})
+    import os
+
+    assert "OMP_NUM_THREADS" not in os.environ
+
+
+def test_compute_all_stops_at_a_failing_task(fake_tasks, monkeypatch):
+    def failing(name, profile, **kwargs):
+        if name == "binary":
+            raise RuntimeError("binary failed")
+        return FakeEntry(name)
+
+    monkeypatch.setattr("pneumo.runner.run_task", failing)
+    with pytest.raises(RuntimeError, match="binary failed"):
+        build.compute_all("smoke", jobs=2)
+
+
+def test_task_stream_tags_whole_lines_and_keeps_a_bar_final_state():
+    out = io.StringIO()
+    stream = build._TaskStream("anomaly", out)
+    stream.write("epoch 1: 10%\repoch 1: 50%")
+    assert out.getvalue() == ""  # half a line waits for its end
+    stream.write("\repoch 1: 100%\nlog line\n\n")
+    stream.write("last")
+    stream.close()
+    assert out.getvalue() == "[anomaly] epoch 1: 100%\n[anomaly] log line\n[anomaly] last\n"
+
+
+def test_default_jobs_follows_the_profile(monkeypatch):
+    monkeypatch.setattr("pneumo.device.available_cores", lambda: 2)
+    assert build.default_jobs("smoke") == 2
+    assert build.default_jobs("cpu") == build.default_jobs("gpu") == 1
+    monkeypatch.setattr("pneumo.device.available_cores", lambda: 1)
+    assert build.default_jobs("smoke") == 1
