@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import pickle
 import time
 from functools import partial
@@ -38,16 +37,15 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm import tqdm
 
 from pneumo.config import PROFILES, ConfigError, TaskConfig, param
 from pneumo.data import XrayDataset, load_dataset
-from pneumo.device import configure_threads, pick_device, seed_everything
-from pneumo.imaging import INTENSITY_MODES, gaussian_blur, normalise_intensity
+from pneumo.device import autocast, configure_threads, pick_device, seed_everything
+from pneumo.imaging import INTENSITY_MODES, gaussian_blur, normalise_intensity, to_model_input
 from pneumo.metrics import binary_metrics, metrics_table
 from pneumo.models import count_parameters
 from pneumo.results import Entry, ResultCache, cache_key
-from pneumo.training import augment_batch, time_left, to_model_input
+from pneumo.training import TrainResult, fit, stop_if_interrupted
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +138,7 @@ class ConvAutoencoder(nn.Module):
     numbers. The decoder mirrors it with blocks of [4x4 stride-2 transposed conv, BN, ReLU,
     3x3 conv, BN, ReLU] (the last block without the 3x3 conv, which would be the costliest
     layer at full resolution) and ends with a linear 3x3 convolution, so the output lives in the same normalised units as the input
-    (:func:`pneumo.training.to_model_input`, pixel 0..255 -> -2..2).
+    (:func:`pneumo.imaging.to_model_input`, pixel 0..255 -> -2..2).
 
     Parameters
     ----------
@@ -271,18 +269,6 @@ def corrupt(x: Tensor, kind: str, generator: torch.Generator, *, noise_std: floa
 
 
 # -- training ------------------------------------------------------------------------------
-@dataclasses.dataclass
-class AETrainResult:
-    """What :func:`train_autoencoder` returns (see :class:`pneumo.training.TrainResult`)."""
-
-    history: pd.DataFrame
-    best_epoch: int
-    best_state: dict
-    seconds: float
-    stopped_early: bool
-    interrupted: bool = False
-
-
 def train_autoencoder(
     model: ConvAutoencoder,
     train_images: np.ndarray,
@@ -300,14 +286,15 @@ def train_autoencoder(
     device: torch.device,
     seed: int = 0,
     progress: bool = True,
-) -> AETrainResult:
+) -> TrainResult:
     """Train an autoencoder to reconstruct ``train_images``; keep the epoch with the lowest
     validation reconstruction loss.
 
     Loss: mean squared error between the output and the clean (augmented) input; the input
-    fed to the network is corrupted first for the denoising and masked variants. AdamW with a
-    cosine learning-rate decay per step; early stopping after ``patience`` epochs without a
-    lower validation loss. Ctrl-C returns the best state so far with ``interrupted=True``.
+    fed to the network is corrupted first for the denoising and masked variants. The loop is
+    :func:`pneumo.training.fit` (AdamW, cosine decay without warm-up, early stopping after
+    ``patience`` epochs without a lower validation loss, Ctrl-C returns the best state so far
+    with ``interrupted=True``).
 
     Parameters
     ----------
@@ -315,68 +302,19 @@ def train_autoencoder(
         uint8 (N, H, W) at the model's resolution; callers pass normal images only
         (:func:`normal_images`).
     """
-    t_start = time.perf_counter()
-    seed_everything(seed)
-    gen = torch.Generator(device=device).manual_seed(seed)
-    memory_format = _memory_format(device)
-    model.to(device, memory_format=memory_format)
-    x_train = torch.as_tensor(train_images, device=device).unsqueeze(1)  # (N, 1, H, W) uint8
-    x_val = torch.as_tensor(val_images, device=device).unsqueeze(1)
-    n = x_train.shape[0]
-    steps = max(1, n // batch_size)
-    total = epochs * steps
-    decay = [p for p in model.parameters() if p.ndim >= 2]
-    rest = [p for p in model.parameters() if p.ndim < 2]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
-                                   {"params": rest, "weight_decay": 0.0}], lr=lr)
-    log.info("training %s on %s: %d train / %d val normal images, %d steps x %d epochs, corruption=%s",
-             type(model).__name__, device, n, x_val.shape[0], steps, epochs, corruption)
-    history, best_loss, best_epoch, best_state = [], math.inf, 0, None
-    stopped_early = interrupted = False
-    step = 0
-    try:
-        for epoch in range(1, epochs + 1):
-            t_epoch = time.perf_counter()
-            model.train()
-            order = torch.randperm(n, generator=gen, device=device)
-            loss_sum = torch.zeros((), device=device)
-            for i in tqdm(range(steps), desc=f"AE epoch {epoch}/{epochs}", disable=not progress,
-                          leave=False, dynamic_ncols=True):
-                x = to_model_input(x_train[order[i * batch_size:(i + 1) * batch_size]])  # (B, 1, H, W)
-                if augment:
-                    x = augment_batch(x, gen)
-                x = x.contiguous(memory_format=memory_format)
-                lr_now = lr * 0.5 * (1 + math.cos(math.pi * step / total))
-                for group in optimizer.param_groups:
-                    group["lr"] = lr_now
-                out = model(corrupt(x, corruption, gen, noise_std=noise_std, mask_fraction=mask_fraction))["out"]
-                loss = F.mse_loss(out, x)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                loss_sum += loss.detach() * x.shape[0]
-                step += 1
-            val_loss = float(_reconstruction_loss(model, x_val, device))
-            row = {"epoch": epoch, "lr": lr_now, "train_loss": loss_sum.item() / (steps * batch_size),
-                   "val_loss": val_loss, "seconds": time.perf_counter() - t_epoch}
-            history.append(row)
-            log.info("AE epoch %d/%d  train loss %.4f | val loss %.4f | %.1fs, at most %s left", epoch, epochs,
-                     row["train_loss"], val_loss, row["seconds"], time_left(history, epochs))
-            if val_loss < best_loss:
-                best_loss, best_epoch = val_loss, epoch
-                best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-            elif patience > 0 and epoch - best_epoch >= patience:
-                stopped_early = True
-                log.info("early stopping: best validation loss %.4f at epoch %d", best_loss, best_epoch)
-                break
-    except KeyboardInterrupt:
-        stopped_early = interrupted = True
-        log.warning("training interrupted after %d epoch(s)", len(history))
-    if best_state is None:
-        best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-    model.eval()
-    return AETrainResult(pd.DataFrame(history, columns=["epoch", "lr", "train_loss", "val_loss", "seconds"]),
-                         best_epoch, best_state, time.perf_counter() - t_start, stopped_early, interrupted)
+    x_val = torch.as_tensor(val_images, device=device).unsqueeze(1)  # (N_val, 1, H, W) uint8
+
+    def batch_loss(model: nn.Module, x: Tensor, idx: Tensor, generator: torch.Generator):
+        corrupted = corrupt(x, corruption, generator, noise_std=noise_std, mask_fraction=mask_fraction)
+        with autocast(device):
+            out = model(corrupted)["out"]  # (B, 1, H, W)
+        return F.mse_loss(out.float(), x), {}
+
+    return fit(model, train_images, batch_loss,
+               lambda m: {"val_loss": float(_reconstruction_loss(m, x_val, device))},
+               select_metric="val_loss", epochs=epochs, batch_size=batch_size, lr=lr,
+               weight_decay=weight_decay, warmup_epochs=0, patience=patience, augment=augment,
+               device=device, seed=seed, progress=progress, description=f"corruption={corruption}")
 
 
 def _memory_format(device: torch.device) -> torch.memory_format:
@@ -662,8 +600,7 @@ def run_anomaly(config: AnomalyConfig, *, compute: bool = True) -> Entry:
                     corruption=settings["corruption"], noise_std=settings["noise_std"],
                     mask_fraction=settings["mask_fraction"], augment=settings["augment"], device=device,
                     seed=config.seed)
-            if result.interrupted:
-                raise KeyboardInterrupt
+            stop_if_interrupted(result, cache.root, f"anomaly-{key}-{name}", settings)
             model.load_state_dict(result.best_state)
             models[name] = (model, settings)
             histories.append(result.history.assign(variant=name))

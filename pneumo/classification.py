@@ -22,7 +22,6 @@ from typing import Any, Optional
 
 import numpy as np
 import pandas as pd
-import torch
 
 from pneumo.config import PROFILES, ConfigError, TaskConfig, param
 from pneumo.data import BINARY_CLASSES, CLASSES, XrayDataset, load_dataset
@@ -36,7 +35,7 @@ from pneumo.metrics import (
 )
 from pneumo.models import INTENSITY_MODES, architecture_table, build_model, count_parameters
 from pneumo.results import Entry, ResultCache, cache_key
-from pneumo.training import predict_proba, train_classifier
+from pneumo.training import predict_proba, stop_if_interrupted, train_classifier
 
 log = logging.getLogger(__name__)
 
@@ -230,8 +229,7 @@ def train_variant(
                 balance=settings["balance"], augment=settings["augment"],
                 label_smoothing=settings["label_smoothing"], device=device, seed=config.seed,
             )
-        if result.interrupted:
-            _rescue(cache, f"{task}-variant-{key}", result, settings)
+        stop_if_interrupted(result, cache.root, f"{task}-variant-{key}", settings)
         model.load_state_dict(result.best_state)
         with out.phase("validate"):
             val_proba = predict_proba(model, val_x, device=device)
@@ -346,17 +344,6 @@ def _load_like(config: ClassifierConfig, cache: ResultCache) -> XrayDataset:
 
 def _changes_of(config: ClassifierConfig, variant: str) -> dict[str, Any]:
     return dict(grid_variants(config))[variant]
-
-
-def _rescue(cache: ResultCache, name: str, result, settings: dict[str, Any]) -> None:
-    """Ctrl-C during training: keep the best weights so far, publish no cache entry."""
-    path = cache.root / "interrupted" / f"{name}.pt"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"state_dict": result.best_state, "config": settings,
-                "history": result.history.to_dict("list")}, path)
-    log.warning("interrupted after %d epoch(s): best weights so far saved to %s; no cache entry "
-                "was written, so the next run trains this variant again", len(result.history), path)
-    raise KeyboardInterrupt
 
 
 def _init_for(changes: dict[str, Any], init_state, init_key) -> dict[str, Any]:

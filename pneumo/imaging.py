@@ -1,4 +1,10 @@
-"""Small image operations shared by several tasks (batched; torch on any device, or numpy)."""
+"""Pixel conventions and small image operations shared by every task.
+
+The one place that says how a uint8 X-ray becomes a network's input (:func:`to_model_input`)
+and back; models, training, anomaly detection and explanations import it from here. The
+other operations (blur, per-image intensity normalisation) work on batches, with torch on
+any device or with numpy.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +16,65 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["gaussian_kernel", "gaussian_blur", "equalize_histogram", "stretch_contrast", "normalise_intensity",
+__all__ = ["PIXEL_MEAN", "PIXEL_STD", "BLACK", "WHITE", "to_model_input", "from_model_input", "as_uint8_tensor",
+           "gaussian_kernel", "gaussian_blur", "equalize_histogram", "stretch_contrast", "normalise_intensity",
            "INTENSITY_MODES"]
+
+# Fixed input normalisation, x = (p / 255 - PIXEL_MEAN) / PIXEL_STD, mapping [0, 255] to
+# [-2, 2].  It is a constant rather than a statistic of the training set, so it cannot leak
+# anything between splits and is identical for every model; X-rays have mean intensity
+# around 0.5 and spread around 0.25, so the input is roughly zero-mean and unit-scale.
+PIXEL_MEAN = 0.5
+PIXEL_STD = 0.25
+BLACK = (0.0 - PIXEL_MEAN) / PIXEL_STD  # normalised value of pixel 0 (-2.0)
+WHITE = (1.0 - PIXEL_MEAN) / PIXEL_STD  # normalised value of pixel 255 (+2.0)
+
+
+def to_model_input(images_uint8: Tensor) -> Tensor:
+    """Convert uint8 images to the network's normalised float input.
+
+    Parameters
+    ----------
+    images_uint8
+        (B, H, W) or (B, 1, H, W) uint8 tensor on any device.
+
+    Returns
+    -------
+    Tensor
+        (B, 1, H, W) float32 on the same device, ``(p / 255 - 0.5) / 0.25`` in [-2, 2]
+        (see ``PIXEL_MEAN``/``PIXEL_STD``); the memory format (channels_last) is kept.
+    """
+    if images_uint8.dtype != torch.uint8:
+        raise TypeError(f"to_model_input expects uint8 images, got {images_uint8.dtype}")
+    if images_uint8.ndim == 3:
+        images_uint8 = images_uint8.unsqueeze(1)  # (B, H, W) -> (B, 1, H, W)
+    if images_uint8.ndim != 4 or images_uint8.shape[1] != 1:
+        raise ValueError(f"expected (B, H, W) or (B, 1, H, W) images, got {tuple(images_uint8.shape)}")
+    # One fused multiply-add: p * (1 / (255 * std)) - mean / std.
+    return images_uint8.float().mul_(1.0 / (255.0 * PIXEL_STD)).sub_(PIXEL_MEAN / PIXEL_STD)
+
+
+def from_model_input(x: Tensor) -> Tensor:
+    """Inverse of :func:`to_model_input`, for display: (B, 1, H, W) float -> uint8 in [0, 255].
+
+    Values outside the uint8 range (possible after augmentation) are clipped.
+    """
+    p = (x.detach().float() * PIXEL_STD + PIXEL_MEAN) * 255.0
+    return p.round_().clamp_(0, 255).to(torch.uint8)
+
+
+def as_uint8_tensor(images, device: torch.device, channels_last: bool = False) -> Tensor:
+    """numpy/tensor uint8 (N, H, W) or (N, 1, H, W) -> uint8 tensor (N, 1, H, W) on ``device``."""
+    t = torch.as_tensor(images)
+    if t.dtype != torch.uint8:
+        raise TypeError(f"images must be uint8 (raw pixels), got {t.dtype}")
+    if t.ndim == 3:
+        t = t.unsqueeze(1)
+    if t.ndim != 4 or t.shape[1] != 1:
+        raise ValueError(f"images must be (N, H, W) or (N, 1, H, W), got {tuple(t.shape)}")
+    t = t.to(device)
+    return t.contiguous(memory_format=torch.channels_last) if channels_last else t.contiguous()
+
 
 #: Per-image intensity normalisations of :func:`normalise_intensity`.
 INTENSITY_MODES = ("none", "stretch", "equalize")

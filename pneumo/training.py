@@ -14,6 +14,8 @@ import logging
 import math
 import time
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
@@ -23,68 +25,13 @@ from torch import Tensor, nn
 from tqdm import tqdm  # plain text bars: readable in executed notebooks and logs
 
 from pneumo.device import autocast, seed_everything
+from pneumo.imaging import BLACK, PIXEL_MEAN, PIXEL_STD, as_uint8_tensor, to_model_input
 from pneumo.metrics import multiclass_metrics
 
 log = logging.getLogger(__name__)
 
-# Fixed input normalisation, x = (p / 255 - PIXEL_MEAN) / PIXEL_STD, mapping [0, 255] to
-# [-2, 2].  It is a constant rather than a statistic of the training set, so it cannot leak
-# anything between splits and is identical for every model; X-rays have mean intensity
-# around 0.5 and spread around 0.25, so the input is roughly zero-mean and unit-scale.
-PIXEL_MEAN = 0.5
-PIXEL_STD = 0.25
-BLACK = (0.0 - PIXEL_MEAN) / PIXEL_STD  # normalised value of pixel 0 (-2.0)
-WHITE = (1.0 - PIXEL_MEAN) / PIXEL_STD  # normalised value of pixel 255 (+2.0)
-
 SELECT_METRICS = ("val_auc", "val_bal_acc", "val_acc", "val_loss")
 BALANCE_MODES = ("weights", "sampling", "none")
-
-
-# -- input normalisation (the one place) ---------------------------------------------------
-def to_model_input(images_uint8: Tensor) -> Tensor:
-    """Convert uint8 images to the network's normalised float input.
-
-    Parameters
-    ----------
-    images_uint8
-        (B, H, W) or (B, 1, H, W) uint8 tensor on any device.
-
-    Returns
-    -------
-    Tensor
-        (B, 1, H, W) float32 on the same device, ``(p / 255 - 0.5) / 0.25`` in [-2, 2]
-        (see ``PIXEL_MEAN``/``PIXEL_STD``); the memory format (channels_last) is kept.
-    """
-    if images_uint8.dtype != torch.uint8:
-        raise TypeError(f"to_model_input expects uint8 images, got {images_uint8.dtype}")
-    if images_uint8.ndim == 3:
-        images_uint8 = images_uint8.unsqueeze(1)  # (B, H, W) -> (B, 1, H, W)
-    if images_uint8.ndim != 4 or images_uint8.shape[1] != 1:
-        raise ValueError(f"expected (B, H, W) or (B, 1, H, W) images, got {tuple(images_uint8.shape)}")
-    # One fused multiply-add: p * (1 / (255 * std)) - mean / std.
-    return images_uint8.float().mul_(1.0 / (255.0 * PIXEL_STD)).sub_(PIXEL_MEAN / PIXEL_STD)
-
-
-def from_model_input(x: Tensor) -> Tensor:
-    """Inverse of :func:`to_model_input`, for display: (B, 1, H, W) float -> uint8 in [0, 255].
-
-    Values outside the uint8 range (possible after augmentation) are clipped.
-    """
-    p = (x.detach().float() * PIXEL_STD + PIXEL_MEAN) * 255.0
-    return p.round_().clamp_(0, 255).to(torch.uint8)
-
-
-def _as_uint8_tensor(images, device: torch.device, channels_last: bool = False) -> Tensor:
-    """numpy/tensor uint8 (N, H, W) or (N, 1, H, W) -> uint8 tensor (N, 1, H, W) on ``device``."""
-    t = torch.as_tensor(images)
-    if t.dtype != torch.uint8:
-        raise TypeError(f"images must be uint8 (raw pixels), got {t.dtype}")
-    if t.ndim == 3:
-        t = t.unsqueeze(1)
-    if t.ndim != 4 or t.shape[1] != 1:
-        raise ValueError(f"images must be (N, H, W) or (N, 1, H, W), got {tuple(t.shape)}")
-    t = t.to(device)
-    return t.contiguous(memory_format=torch.channels_last) if channels_last else t.contiguous()
 
 
 def _use_channels_last(device: torch.device) -> bool:
@@ -187,13 +134,15 @@ def augment_batch(
 # -- training ------------------------------------------------------------------------------
 @dataclass
 class TrainResult:
-    """What :func:`train_classifier` returns.
+    """What :func:`fit` (and so :func:`train_classifier` and the autoencoders' training) returns.
 
     Attributes
     ----------
     history
-        One row per completed epoch: ``epoch, lr, train_loss, train_acc, val_loss,
-        val_acc, val_bal_acc, val_auc, seconds, images_per_s, data_wait_fraction``.
+        One row per completed epoch: ``epoch, lr, train_loss``, the training figures the
+        objective adds (``train_acc`` for a classifier), the validation figures
+        (``val_loss``, and ``val_acc, val_bal_acc, val_auc`` for a classifier), then
+        ``seconds, images_per_s, data_wait_fraction``.
     best_epoch
         Epoch (1-based) with the best selection metric; 0 if no epoch completed.
     best_state
@@ -223,7 +172,8 @@ def _cpu_state(model: nn.Module) -> dict[str, Tensor]:
 
 
 def _lr_at(step: int, *, base_lr: float, warmup_steps: int, total_steps: int) -> float:
-    """Linear warm-up from base_lr / warmup_steps to base_lr, then cosine decay to 0."""
+    """Linear warm-up from base_lr / warmup_steps to base_lr, then cosine decay to 0
+    (``warmup_steps=0``: the cosine from the first step)."""
     if step < warmup_steps:
         return base_lr * (step + 1) / warmup_steps
     progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
@@ -296,7 +246,7 @@ def _is_better(row: dict[str, float], best: dict[str, float] | None, metric: str
         return False
     if math.isnan(ref):
         return True
-    sign = -1.0 if metric == "val_loss" else 1.0  # compare "higher is better"
+    sign = -1.0 if metric.endswith("loss") else 1.0  # compare "higher is better"
     if sign * value != sign * ref:
         return sign * value > sign * ref
     return row["val_loss"] < best["val_loss"]
@@ -403,21 +353,12 @@ def train_classifier(
         raise ValueError(f"select_metric must be one of {SELECT_METRICS}, got {select_metric!r}")
     if epochs < 1 or batch_size < 1:
         raise ValueError(f"epochs and batch_size must be >= 1, got {epochs=}, {batch_size=}")
-    t_start = time.perf_counter()
-    seed_everything(seed)
-    gen = torch.Generator(device=device).manual_seed(seed)  # shuffling, sampling, augmentation
     channels_last = _use_channels_last(device)
-
-    model.to(device)
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
     # The whole data set lives on the device as uint8; batches are index slices of it.
-    x_train = _as_uint8_tensor(train_images, device, channels_last)  # (N, 1, H, W) uint8
-    x_val = _as_uint8_tensor(val_images, device, channels_last)
+    x_val = as_uint8_tensor(val_images, device, channels_last)  # (N_val, 1, H, W) uint8
     y_train = torch.as_tensor(np.array(train_targets, dtype=np.int64), device=device)  # (N,)
     y_val = torch.as_tensor(np.array(val_targets, dtype=np.int64), device=device)
-    n_train = x_train.shape[0]
-    if y_train.shape != (n_train,) or y_val.shape != (x_val.shape[0],):
+    if y_train.shape != (len(train_images),) or y_val.shape != (x_val.shape[0],):
         raise ValueError("targets must be 1-D and match the number of images")
     for name, y in (("train", y_train), ("val", y_val)):
         if y.numel() and (int(y.min()) < 0 or int(y.max()) >= num_classes):
@@ -430,17 +371,128 @@ def train_classifier(
     # Per-image draw probability for balance='sampling': every class equally likely.
     draw_weight = (1.0 / counts.clamp(min=1).float())[y_train] if balance == "sampling" else None
 
+    def batch_loss(model: nn.Module, x: Tensor, idx: Tensor, generator: torch.Generator):
+        y = y_train[idx]  # (B,)
+        with autocast(device):
+            logits = model(x)  # (B, C)
+        loss = F.cross_entropy(logits.float(), y, weight=class_weight, label_smoothing=label_smoothing)
+        return loss, {"train_acc": (logits.detach().argmax(dim=1) == y).sum()}
+
+    return fit(
+        model, train_images, batch_loss, lambda m: _evaluate(m, x_val, y_val, device),
+        select_metric=select_metric, epochs=epochs, batch_size=batch_size, lr=lr,
+        weight_decay=weight_decay, warmup_epochs=warmup_epochs, patience=patience, augment=augment,
+        draw_weight=draw_weight, device=device, seed=seed, progress=progress,
+        description=f"balance={balance}, class counts {counts.tolist()}",
+    )
+
+
+def fit(
+    model: nn.Module,
+    train_images: np.ndarray,
+    batch_loss: Callable[[nn.Module, Tensor, Tensor, torch.Generator], tuple[Tensor, dict[str, Tensor]]],
+    evaluate: Callable[[nn.Module], dict[str, float]],
+    *,
+    select_metric: str,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    weight_decay: float,
+    warmup_epochs: float,
+    patience: int,
+    augment: bool,
+    device: torch.device,
+    seed: int = 0,
+    draw_weight: Tensor | None = None,
+    progress: bool = True,
+    description: str = "",
+) -> TrainResult:
+    """The training loop of every network: AdamW, warm-up + cosine schedule, early stopping.
+
+    Each step draws a batch of training images (shuffled, or drawn with ``draw_weight``),
+    converts it with :func:`~pneumo.imaging.to_model_input`, augments it
+    (:func:`augment_batch`) and takes one AdamW step on ``batch_loss``. After each epoch
+    ``evaluate`` gives the validation figures; the epoch with the best ``select_metric`` is
+    kept, and training stops after ``patience`` epochs without a better one.
+
+    Parameters
+    ----------
+    model
+        The network; moved to ``device`` in place (channels_last on CPU and CUDA).
+    train_images
+        uint8 (N, H, W) or (N, 1, H, W); moved to the device once.
+    batch_loss
+        ``batch_loss(model, x, idx, generator) -> (loss, sums)``: the loss of the (B, 1, H, W)
+        normalised, augmented batch ``x`` made of training images ``idx`` (B,), and named
+        per-batch sums (e.g. correct predictions) that the history reports per image. Runs
+        in train mode; it owns its autocast (mixed precision on CUDA) and may draw random
+        numbers from ``generator`` (e.g. to corrupt the input).
+    evaluate
+        ``evaluate(model) -> {"val_loss": ..., ...}`` on the validation images, called in
+        eval mode without gradients.
+    select_metric
+        The figure of ``evaluate`` that chooses the best epoch and drives early stopping:
+        higher is better, except for names ending in ``loss``; ties go to the lower
+        ``val_loss``.
+    epochs, batch_size
+        Maximum epochs; images per step (an epoch's last incomplete batch is dropped: the
+        order changes every epoch, so no image is left out systematically).
+    lr, weight_decay, warmup_epochs
+        Peak learning rate, AdamW decay (conv and linear weights only), and the linear
+        warm-up's length (0: none) before the cosine decay to 0 at ``epochs``.
+    patience
+        Epochs without improvement before stopping (0: never stop early).
+    augment
+        Apply :func:`augment_batch` to training batches.
+    device
+        Compute device; a GradScaler runs where autocast means float16.
+    seed
+        Seeds Python, NumPy and torch, and a device generator for the order, the draws and
+        augmentation: on CPU two runs from the same initial model give the same history.
+    draw_weight
+        (N,) per-image draw probabilities (drawn with replacement each epoch); None shuffles.
+    progress
+        Show a tqdm bar per epoch.
+    description
+        Added to the first log line (e.g. the class balance).
+
+    Returns
+    -------
+    TrainResult
+        History, best epoch and its state dict (CPU). The model keeps the last step's
+        weights; load ``best_state`` for the chosen ones.
+
+    Notes
+    -----
+    ``data_wait_fraction`` is the share of the step time spent producing the batch
+    (indexing, :func:`~pneumo.imaging.to_model_input`, augmentation), measured with device
+    synchronisation so asynchronous kernels are not misattributed. ``images_per_s`` counts
+    training images over the training-phase time; ``seconds`` is the whole epoch with
+    validation.
+
+    A KeyboardInterrupt (Ctrl-C, or the notebook's stop button) ends training cleanly: a
+    warning is logged and the best state so far is returned with ``interrupted=True``.
+    """
+    if epochs < 1 or batch_size < 1:
+        raise ValueError(f"epochs and batch_size must be >= 1, got {epochs=}, {batch_size=}")
+    t_start = time.perf_counter()
+    seed_everything(seed)
+    gen = torch.Generator(device=device).manual_seed(seed)  # order, draws, augmentation, corruption
+    channels_last = _use_channels_last(device)
+    model.to(device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    x_train = as_uint8_tensor(train_images, device, channels_last)  # (N, 1, H, W) uint8
+    n_train = x_train.shape[0]
+
     steps_per_epoch = max(1, n_train // batch_size)
     total_steps = epochs * steps_per_epoch
-    warmup_steps = max(1, round(warmup_epochs * steps_per_epoch))
+    warmup_steps = max(1, round(warmup_epochs * steps_per_epoch)) if warmup_epochs > 0 else 0
     optimizer = _make_optimizer(model, lr, weight_decay)
     scaler = torch.amp.GradScaler("cuda", enabled=_uses_fp16(device))
-    log.info(
-        "training %s on %s: %d train / %d val images, %d steps/epoch x %d epochs, batch %d, "
-        "balance=%s, augment=%s, channels_last=%s, class counts %s",
-        type(model).__name__, device, n_train, x_val.shape[0], steps_per_epoch, epochs, batch_size,
-        balance, augment, channels_last, counts.tolist(),
-    )
+    log.info("training %s on %s: %d train images, %d steps/epoch x %d epochs, batch %d, augment=%s, "
+             "channels_last=%s%s", type(model).__name__, device, n_train, steps_per_epoch, epochs,
+             batch_size, augment, channels_last, f", {description}" if description else "")
 
     history: list[dict[str, float]] = []
     best_row: dict[str, float] | None = None
@@ -457,7 +509,7 @@ def train_classifier(
             else:
                 order = torch.randperm(n_train, generator=gen, device=device)
             loss_sum = torch.zeros((), device=device)  # accumulated on device: no sync per step
-            n_correct = torch.zeros((), device=device, dtype=torch.long)
+            sums: dict[str, Tensor] = {}
             n_seen, data_s, train_s = 0, 0.0, 0.0
             # Manual updates: iterating a tqdm closes it at the end, before the val metrics.
             with tqdm(total=steps_per_epoch, desc=f"epoch {epoch}/{epochs}", disable=not progress,
@@ -467,7 +519,6 @@ def train_classifier(
                     t0 = time.perf_counter()
                     idx = order[i * batch_size:(i + 1) * batch_size]  # (B,)
                     x = to_model_input(x_train[idx])  # (B, 1, H, W) float32
-                    y = y_train[idx]  # (B,)
                     if augment:
                         x = augment_batch(x, gen)
                     if channels_last:
@@ -479,49 +530,42 @@ def train_classifier(
                     lr_now = _lr_at(step, base_lr=lr, warmup_steps=warmup_steps, total_steps=total_steps)
                     for group in optimizer.param_groups:
                         group["lr"] = lr_now
-                    with autocast(device):
-                        logits = model(x)  # (B, C)
-                    loss = F.cross_entropy(logits.float(), y, weight=class_weight, label_smoothing=label_smoothing)
+                    loss, batch_sums = batch_loss(model, x, idx, gen)
                     optimizer.zero_grad(set_to_none=True)
                     scaler.scale(loss).backward()
                     scaler.step(optimizer)
                     scaler.update()
-                    loss_sum += loss.detach() * y.shape[0]
-                    n_correct += (logits.detach().argmax(dim=1) == y).sum()
+                    loss_sum += loss.detach() * idx.shape[0]
+                    for name, value in batch_sums.items():
+                        sums[name] = sums[name] + value if name in sums else value
                     _sync(device)
                     t2 = time.perf_counter()
 
                     data_s += t1 - t0
                     train_s += t2 - t0
-                    n_seen += y.shape[0]
+                    n_seen += idx.shape[0]
                     step += 1
                     if progress and (i % 10 == 0 or i == steps_per_epoch - 1):
                         bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{lr_now:.2e}", refresh=False)
                     bar.update(1)
 
-                val = _evaluate(model, x_val, y_val, device)
+                model.eval()
+                with torch.no_grad():
+                    val = evaluate(model)
                 model.train()
-                row = {
-                    "epoch": epoch,
-                    "lr": lr_now,
-                    "train_loss": loss_sum.item() / n_seen,
-                    "train_acc": n_correct.item() / n_seen,
-                    **val,
-                    "seconds": time.perf_counter() - t_epoch,
-                    "images_per_s": n_seen / train_s,
-                    "data_wait_fraction": data_s / train_s,
-                }
+                row = {"epoch": epoch, "lr": lr_now, "train_loss": loss_sum.item() / n_seen,
+                       **{name: value.item() / n_seen for name, value in sums.items()}, **val,
+                       "seconds": time.perf_counter() - t_epoch, "images_per_s": n_seen / train_s,
+                       "data_wait_fraction": data_s / train_s}
                 history.append(row)
-                bar.set_postfix(loss=f"{row['train_loss']:.4f}", val_loss=f"{val['val_loss']:.4f}",
-                                val_auc=f"{val['val_auc']:.4f}", val_bal_acc=f"{val['val_bal_acc']:.4f}")
+                bar.set_postfix({k: f"{v:.4f}" for k, v in val.items()})
 
-            log.info(
-                "epoch %d/%d  lr %.2e  train loss %.4f acc %.4f | val loss %.4f acc %.4f bal_acc %.4f "
-                "auc %.4f | %.1fs, %.0f img/s, data wait %.1f%%, at most %s left",
-                epoch, epochs, lr_now, row["train_loss"], row["train_acc"], row["val_loss"], row["val_acc"],
-                row["val_bal_acc"], row["val_auc"], row["seconds"], row["images_per_s"],
-                100 * row["data_wait_fraction"], time_left(history, epochs),
-            )
+            figures = " ".join(f"{k.removeprefix('train_').replace('_', ' ')} {v:.4f}" for k, v in row.items()
+                               if k.startswith("train_"))
+            val_figures = " ".join(f"{k.removeprefix('val_').replace('_', ' ')} {v:.4f}" for k, v in val.items())
+            log.info("epoch %d/%d  lr %.2e  train %s | val %s | %.1fs, %.0f img/s, data wait %.1f%%, "
+                     "at most %s left", epoch, epochs, lr_now, figures, val_figures, row["seconds"],
+                     row["images_per_s"], 100 * row["data_wait_fraction"], time_left(history, epochs))
             if _is_better(row, best_row, select_metric):
                 best_row, best_epoch, best_state = row, epoch, _cpu_state(model)
             elif patience > 0 and epoch - best_epoch >= patience:
@@ -538,17 +582,28 @@ def train_classifier(
 
     if best_state is None:  # interrupted before the first epoch finished
         best_state = _cpu_state(model)
-    return TrainResult(
-        history=pd.DataFrame(history, columns=[
-            "epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "val_bal_acc", "val_auc",
-            "seconds", "images_per_s", "data_wait_fraction",
-        ]),
-        best_epoch=best_epoch,
-        best_state=best_state,
-        seconds=time.perf_counter() - t_start,
-        stopped_early=stopped_early,
-        interrupted=interrupted,
-    )
+    columns = list(history[0]) if history else ["epoch", "lr", "train_loss", "val_loss", "seconds"]
+    return TrainResult(history=pd.DataFrame(history, columns=columns), best_epoch=best_epoch, best_state=best_state,
+                       seconds=time.perf_counter() - t_start, stopped_early=stopped_early,
+                       interrupted=interrupted)
+
+
+def stop_if_interrupted(result: TrainResult, cache_root: Path, name: str, config: dict[str, Any]) -> None:
+    """After Ctrl-C ended :func:`fit`: keep the best weights so far, then stop the task.
+
+    The weights, the config and the history go to ``<cache_root>/interrupted/<name>.pt``; no
+    cache entry is written (the next run trains again), and KeyboardInterrupt is raised again
+    for the caller's clean-up. Does nothing when training was not interrupted.
+    """
+    if not result.interrupted:
+        return
+    path = Path(cache_root) / "interrupted" / f"{name}.pt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"state_dict": result.best_state, "config": config,
+                "history": result.history.to_dict("list")}, path)
+    log.warning("interrupted after %d epoch(s): best weights so far saved to %s; no cache entry "
+                "was written, so the next run trains this network again", len(result.history), path)
+    raise KeyboardInterrupt
 
 
 # -- inference -----------------------------------------------------------------------------
@@ -561,7 +616,7 @@ def _batched_outputs(model: nn.Module, images, batch_size: int, device: torch.de
         fn = model.features if use_features else model
         out = []
         for i in range(0, len(images), batch_size):
-            x = _as_uint8_tensor(images[i:i + batch_size], device)  # only one batch on the device
+            x = as_uint8_tensor(images[i:i + batch_size], device)  # only one batch on the device
             out.append(_logits(model, x, batch_size, device, fn=fn))
         return torch.cat(out).cpu().numpy() if out else np.zeros((0, 0), dtype=np.float32)
     finally:

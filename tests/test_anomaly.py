@@ -100,7 +100,7 @@ def _phantom_pair(seed: int, size: int = 64) -> tuple[np.ndarray, np.ndarray, np
 
 def test_scores_rise_with_a_lesion_on_phantoms():
     """Score direction: against the same normal reconstruction, a consolidation scores higher."""
-    from pneumo.training import to_model_input
+    from pneumo.imaging import to_model_input
 
     for seed in range(3):
         normal, sick, lesion = _phantom_pair(seed)

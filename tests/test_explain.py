@@ -34,7 +34,7 @@ from pneumo.explain.sanity import (
 )
 from pneumo.models.vgg import VGGNet
 from pneumo.runner import run_task
-from pneumo.training import BLACK, to_model_input
+from pneumo.imaging import BLACK, to_model_input
 
 import qmd
 from conftest import REPO_ROOT

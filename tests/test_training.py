@@ -13,15 +13,8 @@ from torch import nn
 
 from pneumo import training
 from pneumo.models import VGGNet
-from pneumo.training import (
-    TrainResult,
-    augment_batch,
-    extract_features,
-    from_model_input,
-    predict_proba,
-    to_model_input,
-    train_classifier,
-)
+from pneumo.imaging import from_model_input, to_model_input
+from pneumo.training import TrainResult, augment_batch, extract_features, predict_proba, train_classifier
 
 CPU = torch.device("cpu")
 

@@ -61,7 +61,7 @@ from pneumo.explain.sanity import (
 )
 from pneumo.metrics import mean_ci
 from pneumo.results import Entry, ResultCache, cache_key
-from pneumo.training import to_model_input
+from pneumo.imaging import to_model_input
 from pneumo.upstream import classifier_entries, load_classifier, upstream_keys
 
 log = logging.getLogger(__name__)

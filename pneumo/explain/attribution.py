@@ -1,7 +1,7 @@
 """Attribution maps: Grad-CAM (any block), integrated gradients and SHAP's gradient explainer.
 
 Every method takes the network's normalised input ``x`` (B, 1, H, W) (made by
-:func:`pneumo.training.to_model_input`) and one target class per image, and returns maps of
+:func:`pneumo.imaging.to_model_input`) and one target class per image, and returns maps of
 shape (B, H, W), one value per input pixel:
 
 * :class:`GradCAM` (Selvaraju et al. 2017): the rectified, gradient-weighted sum of a block's
@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pneumo.training import BLACK
+from pneumo.imaging import BLACK
 
 __all__ = ["eval_mode", "block_layers", "require_vgg", "GradCAM", "integrated_gradients", "ShapGradient",
            "TargetLogit"]

@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from pneumo.explain.attribution import _Capture, block_layers, eval_mode
 from pneumo.imaging import gaussian_blur
-from pneumo.training import BLACK, PIXEL_MEAN, PIXEL_STD, from_model_input, to_model_input
+from pneumo.imaging import BLACK, PIXEL_MEAN, PIXEL_STD, from_model_input, to_model_input
 
 __all__ = ["receptive_fields", "channel_statistics", "top_patches", "activation_maximisation",
            "first_layer_filters", "class_separating_channels"]

@@ -22,7 +22,7 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from pneumo.training import BLACK, WHITE
+from pneumo.imaging import BLACK, WHITE
 
 #: Per-image input normalisations a :class:`VGGNet` can start with.
 INTENSITY_MODES = ("none", "stretch")
@@ -32,7 +32,7 @@ class IntensityStretch(nn.Module):
     """Per-image linear contrast stretch, the first layer of a network: no parameters.
 
     Each image's ``low`` and ``high`` quantiles are mapped to the normalised values of pixel
-    0 and 255 (:data:`pneumo.training.BLACK`, ``WHITE``) and values beyond are clipped, so
+    0 and 255 (:data:`pneumo.imaging.BLACK`, ``WHITE``) and values beyond are clipped, so
     that a film's exposure and contrast no longer matter, only the order and relative spacing
     of its grey levels. The quantiles are treated as constants for gradients: an attribution
     of the network's output to its input sees a per-image linear map.
@@ -158,7 +158,7 @@ class VGGNet(nn.Module):
         Parameters
         ----------
         x
-            (B, 1, H, W) float input normalised by :func:`pneumo.training.to_model_input`.
+            (B, 1, H, W) float input normalised by :func:`pneumo.imaging.to_model_input`.
 
         Returns
         -------

@@ -11,7 +11,7 @@ the published file's (:data:`PINNED_SHA256`), from the very bytes that were chec
 network built without weights (so torchxrayvision never unpickles the file itself).
 
 Input convention: the wrapper takes *our* normalised input (B, 1, H, W) from
-:func:`pneumo.training.to_model_input`, i.e. ``x = (p/255 - 0.5) / 0.25`` for pixel
+:func:`pneumo.imaging.to_model_input`, i.e. ``x = (p/255 - 0.5) / 0.25`` for pixel
 ``p``.  torchxrayvision expects ``(2 p/255 - 1) * 1024`` in [-1024, 1024], which is
 exactly ``512 * x``, and 224 x 224 pixels.
 """
