@@ -58,8 +58,8 @@ from pneumo.report.text import capitalise, count, duration, fmt_ci, join_words, 
 #: Section functions, imported when first used (each pulls in its task's modules).
 _SECTIONS = {
     "intro_section": "pneumo.report.intro",
-    "binary_section": "pneumo.report.classification",
-    "multiclass_section": "pneumo.report.classification",
+    "binary_section": "pneumo.report.classification.builder",
+    "multiclass_section": "pneumo.report.classification.builder",
     "embeddings_section": "pneumo.report.embeddings",
     "anomaly_section": "pneumo.report.anomaly",
     "explain_section": "pneumo.report.explain",
