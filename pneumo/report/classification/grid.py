@@ -38,6 +38,65 @@ def _short_reason(status: Any) -> str:
     return reason.split(": ")[0].split(". ")[0].strip() or "no reason given"
 
 
+def _winner_sentence(trained: pd.DataFrame, chosen: str, *, se: float, baseline: str, metric_name: str) -> str:
+    """Why ``chosen`` won the ranked ``trained`` rows, and whether its margin exceeds the noise."""
+    usable_se = math.isfinite(se) and se > 0
+    best = trained.set_index("variant").loc[chosen]
+    if len(trained) == 1:
+        return (f"Only one variant was trained, so **{chosen}** was used "
+                f"({metric_name} {num(best['val_roc_auc'])}).")
+    runner = trained[trained["variant"] != chosen].iloc[0]
+    margin = float(best["val_roc_auc"] - runner["val_roc_auc"])
+    bal_margin = float(best["val_balanced_accuracy"] - runner["val_balanced_accuracy"])
+    noise = ""
+    if margin > 1e-12:
+        # Enough decimals to show the two values apart.
+        d = next((k for k in (3, 4, 5, 6) if num(best["val_roc_auc"], k) != num(runner["val_roc_auc"], k)), 6)
+        reason = (f"it reached the highest {metric_name}, {num(best['val_roc_auc'], d)}, ahead of "
+                  f"**{runner['variant']}** ({num(runner['val_roc_auc'], d)}) by {num(margin, d)}")
+        if usable_se and margin < se:
+            noise = (f"That margin is smaller than the rough standard error of a validation AUC "
+                     f"on this split (about {num(se)}), so the top of the ranking is close to a "
+                     "tie: another validation split could order these variants differently.")
+        elif usable_se:
+            noise = (f"The margin exceeds the rough standard error of a validation AUC on this "
+                     f"split (about {num(se)}).")
+    elif bal_margin > 1e-12:
+        reason = (f"it tied with **{runner['variant']}** on {metric_name} "
+                  f"({num(best['val_roc_auc'])}) and won on validation balanced accuracy "
+                  f"({num(best['val_balanced_accuracy'])} against {num(runner['val_balanced_accuracy'])})")
+    else:
+        reason = (f"it tied with **{runner['variant']}** on both {metric_name} "
+                  f"({num(best['val_roc_auc'])}) and balanced accuracy "
+                  f"({num(best['val_balanced_accuracy'])}), and a full tie keeps the grid's "
+                  "order, which lists the baseline first")
+    if float(best["val_roc_auc"]) >= 1 - 1e-12 and margin <= 1e-12:
+        noise = ("With validation AUCs at their ceiling of 1, the validation split is too easy "
+                 "to rank these variants.")
+    kept = ("The configured baseline kept its place" if chosen == baseline
+            else f"The change **{chosen}** was adopted over the baseline")
+    return f"{kept}: {reason}. {noise}".strip()
+
+
+def _effect_lines(trained: pd.DataFrame, baseline: str, se: float) -> str:
+    """A Markdown bullet list: each trained variant's validation AUC against the baseline's."""
+    by_name = trained.set_index("variant")
+    if baseline not in by_name.index:
+        return ""
+    base_auc = float(by_name.loc[baseline, "val_roc_auc"])
+    return "\n".join(f"- **{name}**: {_axis_phrase(float(row['val_roc_auc']), base_auc, se)}"
+                     for name, row in by_name.iterrows() if name != baseline)
+
+
+def _skipped_sentence(grid: pd.DataFrame) -> str:
+    """The variants the grid skipped, each with its short reason ('' if none)."""
+    skipped_rows = grid[grid["status"] != "trained"]
+    if not len(skipped_rows):
+        return ""
+    items = "; ".join(f"**{r['variant']}** ({_short_reason(r['status'])})" for _, r in skipped_rows.iterrows())
+    return f"Skipped, so not compared: {items}."
+
+
 def grid_story(grid: pd.DataFrame, chosen: str, *, se: float, baseline: str = "baseline",
                metric_name: str = "validation ROC AUC") -> dict[str, str]:
     """Sentences that explain the grid's outcome from its numbers (Markdown).
@@ -68,58 +127,8 @@ def grid_story(grid: pd.DataFrame, chosen: str, *, se: float, baseline: str = "b
         ["val_roc_auc", "val_balanced_accuracy"], ascending=False, kind="stable").reset_index(drop=True)
     if chosen not in set(trained["variant"]):
         raise KeyError(f"chosen variant {chosen!r} is not a trained row of the grid")
-    usable_se = math.isfinite(se) and se > 0
-    by_name = trained.set_index("variant")
-    best = by_name.loc[chosen]
-    if len(trained) == 1:
-        winner = (f"Only one variant was trained, so **{chosen}** was used "
-                  f"({metric_name} {num(best['val_roc_auc'])}).")
-    else:
-        runner = trained[trained["variant"] != chosen].iloc[0]
-        margin = float(best["val_roc_auc"] - runner["val_roc_auc"])
-        bal_margin = float(best["val_balanced_accuracy"] - runner["val_balanced_accuracy"])
-        noise = ""
-        if margin > 1e-12:
-            # Enough decimals to show the two values apart.
-            d = next((k for k in (3, 4, 5, 6) if num(best["val_roc_auc"], k) != num(runner["val_roc_auc"], k)), 6)
-            reason = (f"it reached the highest {metric_name}, {num(best['val_roc_auc'], d)}, ahead of "
-                      f"**{runner['variant']}** ({num(runner['val_roc_auc'], d)}) by {num(margin, d)}")
-            if usable_se and margin < se:
-                noise = (f"That margin is smaller than the rough standard error of a validation AUC "
-                         f"on this split (about {num(se)}), so the top of the ranking is close to a "
-                         "tie: another validation split could order these variants differently.")
-            elif usable_se:
-                noise = (f"The margin exceeds the rough standard error of a validation AUC on this "
-                         f"split (about {num(se)}).")
-        elif bal_margin > 1e-12:
-            reason = (f"it tied with **{runner['variant']}** on {metric_name} "
-                      f"({num(best['val_roc_auc'])}) and won on validation balanced accuracy "
-                      f"({num(best['val_balanced_accuracy'])} against {num(runner['val_balanced_accuracy'])})")
-        else:
-            reason = (f"it tied with **{runner['variant']}** on both {metric_name} "
-                      f"({num(best['val_roc_auc'])}) and balanced accuracy "
-                      f"({num(best['val_balanced_accuracy'])}), and a full tie keeps the grid's "
-                      "order, which lists the baseline first")
-        if float(best["val_roc_auc"]) >= 1 - 1e-12 and margin <= 1e-12:
-            noise = ("With validation AUCs at their ceiling of 1, the validation split is too easy "
-                     "to rank these variants.")
-        kept = ("The configured baseline kept its place" if chosen == baseline
-                else f"The change **{chosen}** was adopted over the baseline")
-        winner = f"{kept}: {reason}. {noise}".strip()
-
-    effects = []
-    if baseline in by_name.index:
-        base_auc = float(by_name.loc[baseline, "val_roc_auc"])
-        for name, row in by_name.iterrows():
-            if name != baseline:
-                effects.append(f"- **{name}**: {_axis_phrase(float(row['val_roc_auc']), base_auc, se)}")
-    skipped_rows = grid[grid["status"] != "trained"]
-    skipped = ""
-    if len(skipped_rows):
-        items = "; ".join(f"**{r['variant']}** ({_short_reason(r['status'])})"
-                          for _, r in skipped_rows.iterrows())
-        skipped = f"Skipped, so not compared: {items}."
-    return {"winner": winner, "effects": "\n".join(effects), "skipped": skipped}
+    return {"winner": _winner_sentence(trained, chosen, se=se, baseline=baseline, metric_name=metric_name),
+            "effects": _effect_lines(trained, baseline, se), "skipped": _skipped_sentence(grid)}
 
 
 def _grid_changes(entry: ReportEntry, task: str) -> dict[str, dict[str, Any]]:
