@@ -7,6 +7,8 @@ the design (:mod:`.design`), the test figures (:mod:`.evaluation`) and the discu
 
 from __future__ import annotations
 
+from typing import Any, Mapping, Sequence
+
 from pneumo.data import CLASSES
 from pneumo.report.classification.common import _read, _shared_design, _shared_entry
 from pneumo.report.classification.comparison import _binary_discussion, _multiclass_discussion
@@ -17,6 +19,20 @@ from pneumo.report.entries import ReportEntry, task_entry
 from pneumo.report.section import Section
 
 __all__ = ["binary_section", "multiclass_section"]
+
+
+def _shared(entry: ReportEntry, r: Mapping[str, Any], changes: Mapping[str, Mapping[str, Any]], *,
+            positives: Sequence[int], metric_name: str, again: str) -> dict[str, Any]:
+    """What both sections state alike: provenance, settings, timing, the grid's story and the run.
+
+    ``positives`` are the positive classes of the validation AUC's one-vs-rest questions, for
+    its rough standard error (``se``); ``metric_name`` and ``again`` word the grid's story and
+    the retraining (:func:`~pneumo.report.classification.grid._shared_selection`).
+    """
+    se = _validation_auc_se(float(r["trained"]["val_roc_auc"].max()), r["val"]["target"], positives)
+    return {**_shared_entry(entry, r), **_shared_design(r),
+            **_shared_selection(r, se=se, baseline=_variant_named(changes, {}) or "baseline",
+                                metric_name=metric_name, again=again)}
 
 
 def binary_section(binary: ReportEntry | None = None) -> Section:
@@ -47,19 +63,17 @@ def binary_section(binary: ReportEntry | None = None) -> Section:
     """
     binary = binary or task_entry("binary")
     r = _read(binary)
+    changes = _grid_changes(binary, "binary")
     # 1a's targets are 0 (normal) and 1 (pneumonia, the positive class of its AUC).
-    se = _validation_auc_se(float(r["trained"]["val_roc_auc"].max()), r["val"]["target"], [1])
-    baseline = _variant_named(_grid_changes(binary, "binary"), {}) or "baseline"
-    shared = {**_shared_entry(binary, r), **_shared_design(r),
-              **_shared_selection(r, se=se, baseline=baseline, metric_name="validation ROC AUC",
-                                  again="again from the start")}
+    shared = _shared(binary, r, changes, positives=[1], metric_name="validation ROC AUC",
+                     again="again from the start")
     n_pos = int(r["val"]["target"].sum())
     return Section(
         **shared,
-        **_binary_design(binary, r),
+        **_binary_design(r, changes),
         val_images=int(len(r["val"])), val_pos=n_pos, val_neg=int(len(r["val"]) - n_pos),
         curve_text=curve_sentence(r["history"], int(r["config"]["epochs"]), int(r["config"]["patience"])),
-        **_binary_test(binary, r, se),
+        **_binary_test(binary, r, shared["se"]),
         **_binary_discussion(binary, r, shared["official_test"]),
     )
 
@@ -97,12 +111,10 @@ def multiclass_section(multiclass: ReportEntry | None = None, binary: ReportEntr
     binary = binary or task_entry("binary")
     r = _read(multiclass)
     changes = _grid_changes(multiclass, "multiclass")
-    se = _validation_auc_se(float(r["trained"]["val_roc_auc"].max()), r["val"]["target"], range(len(CLASSES)))
-    shared = {**_shared_entry(multiclass, r), **_shared_design(r),
-              **_shared_selection(r, se=se, baseline=_variant_named(changes, {}) or "baseline",
-                                  metric_name="validation macro ROC AUC", again="again")}
+    shared = _shared(multiclass, r, changes, positives=range(len(CLASSES)),
+                     metric_name="validation macro ROC AUC", again="again")
     shared["grid_table"] = shared["grid_table"].rename(columns={"Val ROC AUC": "Val macro ROC AUC"})
-    design = _multiclass_design(r, binary.load_model()["config"], changes, se)
+    design = _multiclass_design(r, binary.load_model()["config"], changes, shared["se"])
     if design["init_text"]:
         shared["grid_effects"] += "\n\n" + design["init_text"]
     binary_test = binary.table("test_metrics").set_index("metric")

@@ -142,6 +142,7 @@ def _bacterial_viral_validation(r: Mapping[str, Any], test_auc: float) -> str:
 
 
 def _binary_discussion(entry: ReportEntry, r: Mapping[str, Any], official: bool | None) -> dict[str, Any]:
+    """The 1a discussion: the class mix, accuracy against balanced accuracy, published figures."""
     counts, test = r["counts"], r["test"]
     kaggle_val = entry.json("data_summary")["kaggle_counts"].get("val", {})
     return {
@@ -157,6 +158,7 @@ def _binary_discussion(entry: ReportEntry, r: Mapping[str, Any], official: bool 
 
 def _multiclass_discussion(entry: ReportEntry, r: Mapping[str, Any], binary_test: pd.DataFrame,
                            official: bool | None) -> dict[str, Any]:
+    """The 1b discussion: bacterial against viral, the induced binary classifier against 1a, published figures."""
     counts = r["counts"]
     bv_table, induced_table = entry.table("bacterial_vs_viral"), entry.table("induced_binary")
     bv, induced = bv_table.set_index("metric"), induced_table.set_index("metric")

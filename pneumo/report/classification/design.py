@@ -11,8 +11,7 @@ from typing import Any, Mapping
 
 import pandas as pd
 
-from pneumo.report.classification.grid import _grid_changes, _variant_named, init_sentence
-from pneumo.report.entries import ReportEntry
+from pneumo.report.classification.grid import _variant_named, init_sentence
 from pneumo.report.tables import markdown
 from pneumo.report.text import capitalise, num, plural
 
@@ -104,9 +103,9 @@ def start_sentence(from_1a: bool, inherits: bool):
     return markdown(text)
 
 
-def _binary_design(entry: ReportEntry, r: Mapping[str, Any]) -> dict[str, Any]:
+def _binary_design(r: Mapping[str, Any], changes: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """The chosen 1a model's design: architecture facts, grey levels, loss and augmentation."""
     config = r["config"]
-    changes = _grid_changes(entry, "binary")
     intensity_measured = any("intensity" in changes.get(v, {}) for v in r["grid"]["variant"])
     return {
         "is_vgg": config.get("arch", "vgg") == "vgg",
@@ -122,6 +121,7 @@ def _binary_design(entry: ReportEntry, r: Mapping[str, Any]) -> dict[str, Any]:
 
 def _multiclass_design(r: Mapping[str, Any], binary_config: Mapping[str, Any],
                        changes: Mapping[str, Mapping[str, Any]], se: float) -> dict[str, Any]:
+    """The chosen 1b model's design: its start (and that start's measured effect), against 1a's settings."""
     config, trained = r["config"], r["trained"].set_index("variant")
     init_entry = str(r["params"].get("init_entry") or "")
     warm, scratch = _variant_named(changes, {}), _variant_named(changes, {"init": "scratch"})

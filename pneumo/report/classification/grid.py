@@ -23,6 +23,7 @@ __all__ = ["grid_story", "retrain_sentence", "init_sentence"]
 
 
 def _axis_phrase(value: float, base: float, se: float) -> str:
+    """A variant's validation AUC against the baseline's, and whether the difference exceeds ``se``."""
     delta = value - base
     head = f"{num(value)} against the baseline's {num(base)} ({signed(delta)})"
     if not math.isfinite(se) or se <= 0:
