@@ -62,7 +62,7 @@ _SECTIONS = {
     "multiclass_section": "pneumo.report.classification.builder",
     "embeddings_section": "pneumo.report.embeddings",
     "anomaly_section": "pneumo.report.anomaly",
-    "explain_section": "pneumo.report.explain",
+    "explain_section": "pneumo.report.explain.builder",
 }
 
 __all__ = [
