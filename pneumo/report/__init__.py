@@ -15,6 +15,9 @@ entries
     The cache entries (:func:`task_entry`) and the images they were computed on.
 intro, classification, embeddings, anomaly, explain
     One section function each (``intro_section``, ``binary_section``, ...).
+    ``classification`` (Tasks 1a and 1b) and ``explain`` are packages: ``builder`` holds
+    their section functions, and one module each part of the section (the grid, the test
+    figures, the sanity checks, ...).
 build
     ``python -m pneumo.report``: compute every task, then ``quarto render``.
 
