@@ -12,6 +12,10 @@ from IPython.display import Markdown
 
 from pneumo.metrics import auc_standard_error
 from pneumo.report import classification as c
+from pneumo.report.classification import comparison as c_comparison
+from pneumo.report.classification import design as c_design
+from pneumo.report.classification import evaluation as c_evaluation
+from pneumo.report.classification import grid as c_grid
 
 REPORT = Path(__file__).resolve().parents[1] / "report"
 
@@ -24,9 +28,9 @@ def _ci(value, low, high) -> pd.Series:
 def test_validation_se_is_hanley_mcneil_for_1a_and_the_class_mean_for_1b():
     targets = np.array([0] * 20 + [1] * 50 + [2] * 30)
     binary = np.array([0] * 25 + [1] * 52)
-    assert c._validation_auc_se(0.9, binary, [1]) == pytest.approx(auc_standard_error(0.9, 52, 25))
+    assert c_grid._validation_auc_se(0.9, binary, [1]) == pytest.approx(auc_standard_error(0.9, 52, 25))
     per_class = [auc_standard_error(0.8, n, 100 - n) for n in (20, 50, 30)]
-    assert c._validation_auc_se(0.8, targets, range(3)) == pytest.approx(np.mean(per_class))
+    assert c_grid._validation_auc_se(0.8, targets, range(3)) == pytest.approx(np.mean(per_class))
 
 
 def _grid_row(**kw) -> pd.DataFrame:
@@ -39,9 +43,9 @@ def test_final_model_is_the_grid_run_only_when_its_record_is_the_grid_rows():
     grid = _grid_row()
     history = pd.DataFrame({"epoch": [1, 2, 3, 4]})
     same = {"best_epoch": 3, "train_seconds": 12.5}
-    assert c._final_is_grid_run(grid, "baseline", same, history)
-    assert not c._final_is_grid_run(grid, "baseline", {**same, "train_seconds": 40.1}, history)
-    assert not c._final_is_grid_run(grid, "baseline", same, pd.DataFrame({"epoch": range(1, 9)}))
+    assert c_grid._final_is_grid_run(grid, "baseline", same, history)
+    assert not c_grid._final_is_grid_run(grid, "baseline", {**same, "train_seconds": 40.1}, history)
+    assert not c_grid._final_is_grid_run(grid, "baseline", same, pd.DataFrame({"epoch": range(1, 9)}))
 
 
 def test_retrain_sentence_both_ways():
@@ -52,8 +56,8 @@ def test_retrain_sentence_both_ways():
 
 
 def test_loss_sentence_capitalises_and_names_smoothing():
-    assert c._loss_sentence({"balance": "none", "label_smoothing": 0.0}) == capital(c.BALANCE_TEXT["none"])
-    text = c._loss_sentence({"balance": "weights", "label_smoothing": 0.05})
+    assert c_design._loss_sentence({"balance": "none", "label_smoothing": 0.0}) == capital(c.BALANCE_TEXT["none"])
+    text = c_design._loss_sentence({"balance": "weights", "label_smoothing": 0.05})
     assert text.startswith("Class-weighted") and text.endswith("with label smoothing 0.05")
 
 
@@ -68,7 +72,7 @@ def test_shared_selection_joins_effects_and_skipped_and_reads_the_run():
     r = {"metrics": {"chosen_variant": "augment=False", "best_epoch": 5, "train_seconds": 30.0},
          "grid": grid, "trained": grid[grid["status"] == "trained"],
          "history": pd.DataFrame({"epoch": range(1, 7)}), "config": {"epochs": 8}}
-    s = c._shared_selection(r, se=0.01, baseline="baseline", metric_name="validation ROC AUC", again="again")
+    s = c_grid._shared_selection(r, se=0.01, baseline="baseline", metric_name="validation ROC AUC", again="again")
     assert isinstance(s["grid_winner"], Markdown) and "**augment=False** was adopted" in s["grid_winner"].data
     assert s["grid_effects"].startswith("- **augment=False**") and "Skipped, so not compared" in s["grid_effects"]
     assert s["retrained"] and "at most 4 epochs" in s["retrain_text"]
@@ -82,8 +86,8 @@ def test_augmentation_sentence_reads_the_training_defaults():
     from pneumo.training import augment_batch
 
     rotation = inspect.signature(augment_batch).parameters["max_rotation_deg"].default
-    assert f"(±{rotation:.0f}°)" in c._augmentation_sentence(True)
-    assert c._augmentation_sentence(False) == "The chosen model is trained without augmentation."
+    assert f"(±{rotation:.0f}°)" in c_design._augmentation_sentence(True)
+    assert c_design._augmentation_sentence(False) == "The chosen model is trained without augmentation."
 
 
 def test_intensity_sentence_three_ways():
@@ -93,8 +97,8 @@ def test_intensity_sentence_three_ways():
 
 
 def test_design_note_only_for_the_comparator():
-    assert c._design_note("vgg") == ""
-    note = c._design_note("xrv-densenet121")
+    assert c_design._design_note("vgg") == ""
+    note = c_design._design_note("xrv-densenet121")
     assert "`xrv-densenet121` [@cohen2022]" in note
 
 
@@ -129,12 +133,14 @@ def test_accuracy_sentence_three_ways():
 def test_binary_comparison_cites_and_follows_the_provenance():
     test = pd.DataFrame({"value": [0.9, 0.88], "ci_low": [0.85, 0.83], "ci_high": [0.95, 0.93]},
                         index=["accuracy", "balanced_accuracy"])
-    assert "synthetic" in c._binary_comparison(None, test) and "@" not in c._binary_comparison(None, test)
-    resized = c._binary_comparison(False, test)
+    synthetic = c_comparison._binary_comparison(None, test)
+    assert "synthetic" in synthetic and "@" not in synthetic
+    resized = c_comparison._binary_comparison(False, test)
     assert "@kermany2018" in resized and "(see @sec-data)" in resized and "0.900 [0.850, 0.950]" in resized
-    official = c._binary_comparison(True, test)
+    official = c_comparison._binary_comparison(True, test)
     assert official.startswith("For reference, @kermany2018") and "balanced accuracy 0.880" in official
-    assert "@sec-data" in c._test_source(False).data and c._test_source(True).data == "the same hospital as training"
+    assert "@sec-data" in c_comparison._test_source(False).data
+    assert c_comparison._test_source(True).data == "the same hospital as training"
 
 
 # -- Task 1b sentences --------------------------------------------------------------------------
@@ -170,23 +176,23 @@ def test_roc_error_induced_and_imbalance_sentences_follow_the_numbers():
 
 def test_multiclass_comparison_three_ways():
     bv = pd.DataFrame({"value": [0.7], "ci_low": [0.6], "ci_high": [0.8]}, index=["accuracy"])
-    assert "@" not in c._multiclass_comparison(None, bv, 1000)
-    resized = c._multiclass_comparison(False, bv, 4000)
+    assert "@" not in c_comparison._multiclass_comparison(None, bv, 1000)
+    resized = c_comparison._multiclass_comparison(False, bv, 4000)
     assert "(see @sec-data)" in resized and "from the 4,000 training images" in resized
-    assert "comparison is rough" in c._multiclass_comparison(True, bv, 4000)
+    assert "comparison is rough" in c_comparison._multiclass_comparison(True, bv, 4000)
 
 
 def test_per_class_metric_keys_by_name_or_older_index():
     by_name = pd.Index(["sensitivity_normal", "sensitivity_bacterial", "sensitivity_viral",
                         "precision_normal", "precision_bacterial", "precision_viral"])
-    assert c._per_class_metrics(by_name) == list(by_name)
-    assert c._per_class_metrics(pd.Index([]))[:2] == ["sensitivity_0", "sensitivity_1"]
+    assert c_evaluation._per_class_metrics(by_name) == list(by_name)
+    assert c_evaluation._per_class_metrics(pd.Index([]))[:2] == ["sensitivity_0", "sensitivity_1"]
 
 
 def test_compare_table_sets_the_two_models_side_by_side():
-    rows = {k: [0.9, 0.85, 0.95] for k in c._INDUCED_METRICS}
+    rows = {k: [0.9, 0.85, 0.95] for k in c_comparison._INDUCED_METRICS}
     table = pd.DataFrame(rows, index=["value", "ci_low", "ci_high"]).T
-    shown = c._compare_table(table, table)
+    shown = c_comparison._compare_table(table, table)
     assert shown["Metric"].tolist()[:1] == ["ROC AUC"] and "Sensitivity" in shown["Metric"].tolist()
     assert shown.iloc[0, 1] == "0.900 [0.850, 0.950]"
 
@@ -217,7 +223,7 @@ def test_binary_section_on_the_smoke_entry(smoke_entries):
     assert len({len(v) for k, v in b.errors.items() if k != "probability_label"}) == 1
     assert b.errors["probability_label"] == "P(pneumonia)"
     assert set(b.curves) == {"test", "validation"} and b.curves["validation"]["linestyle"] == "--"
-    assert b.test_table["Metric"].iloc[0] == "ROC AUC" and len(b.test_table) == len(c._BINARY_TEST_METRICS)
+    assert b.test_table["Metric"].iloc[0] == "ROC AUC" and len(b.test_table) == len(c_evaluation._BINARY_TEST_METRICS)
     assert b.synthetic and b.official_test is None and "synthetic" in b.comparison_text
     assert b.design_note == "" and b.is_vgg
 
@@ -238,5 +244,5 @@ def test_multiclass_section_on_the_smoke_entries(smoke_entries):
     assert m.init_entry == smoke_entries["binary"].path.name  # 1b started from this 1a entry
     # The smoke grid compares the start from 1a with scratch, so its effect is told with the grid.
     assert m.init_text and m.grid_effects.endswith(m.init_text)
-    assert m.compare_table.shape == (len(c._INDUCED_METRICS), 3)
+    assert m.compare_table.shape == (len(c_comparison._INDUCED_METRICS), 3)
     assert m.bacterial_as_viral + m.viral_as_bacterial <= m.test_images

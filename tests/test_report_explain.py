@@ -14,6 +14,8 @@ from IPython.display import Markdown
 from pneumo.data import CLASSES
 from pneumo.explain import METHODS, NETWORKS
 from pneumo.report import explain as rx
+from pneumo.report.explain import builder as rx_builder
+from pneumo.report.explain import images as rx_images
 from pneumo.report.section import Section
 
 QMD = Path(__file__).resolve().parents[1] / "report" / "_explain.qmd"
@@ -52,8 +54,8 @@ def test_image_labels_and_first_per_group():
     images = _images([("normal", "correct"), ("normal", "correct"), ("viral", "misclassified"),
                       ("viral", "correct")])
     assert rx.image_labels(images)[0] == "true: normal\n1a: pneumonia\n1b: viral"
-    assert rx._first_per_group(images).tolist() == [0, 2, 3]
-    assert rx._first_per_group(images, "correct").tolist() == [0, 3]
+    assert rx_images._first_per_group(images).tolist() == [0, 2, 3]
+    assert rx_images._first_per_group(images, "correct").tolist() == [0, 3]
 
 
 def test_gradcam_blocks_are_ordered_by_depth():
@@ -269,8 +271,8 @@ def test_class_channels_table_and_text():
 def test_data_text_and_phases():
     assert rx.data_text(True).startswith("On the synthetic phantoms")
     assert rx.data_text(False).startswith("The Kaggle images come from one hospital")
-    times = rx._phase_seconds({"wall_s": 10, "phases_s": {"binary_attributions": 1, "multiclass_attributions": 2,
-                                                          "binary_randomisation": 3, "neurons": 4}})
+    phases = {"binary_attributions": 1, "multiclass_attributions": 2, "binary_randomisation": 3, "neurons": 4}
+    times = rx_builder._phase_seconds({"wall_s": 10, "phases_s": phases})
     assert times == {"wall": 10.0, "attributions": 3.0, "randomisation": 3.0, "perturbation": 0.0, "neurons": 4.0}
 
 

@@ -15,6 +15,9 @@ entries
     The cache entries (:func:`task_entry`) and the images they were computed on.
 intro, classification, embeddings, anomaly, explain
     One section function each (``intro_section``, ``binary_section``, ...).
+    ``classification`` (Tasks 1a and 1b) and ``explain`` are packages: ``builder`` holds
+    their section functions, and one module each part of the section (the grid, the test
+    figures, the sanity checks, ...).
 build
     ``python -m pneumo.report``: compute every task, then ``quarto render``.
 
@@ -58,11 +61,11 @@ from pneumo.report.text import capitalise, count, duration, fmt_ci, join_words, 
 #: Section functions, imported when first used (each pulls in its task's modules).
 _SECTIONS = {
     "intro_section": "pneumo.report.intro",
-    "binary_section": "pneumo.report.classification",
-    "multiclass_section": "pneumo.report.classification",
+    "binary_section": "pneumo.report.classification.builder",
+    "multiclass_section": "pneumo.report.classification.builder",
     "embeddings_section": "pneumo.report.embeddings",
     "anomaly_section": "pneumo.report.anomaly",
-    "explain_section": "pneumo.report.explain",
+    "explain_section": "pneumo.report.explain.builder",
 }
 
 __all__ = [
