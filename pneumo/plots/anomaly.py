@@ -1,8 +1,9 @@
 """Figures of Task 3 (anomaly detection with autoencoders): score histograms, ROC curves of
 every variant, reconstructions with their residual heat maps, and training curves.
 
-Same conventions as :mod:`pneumo.plots`: each function returns a new matplotlib Figure no
-wider than :data:`pneumo.plots.MAX_WIDTH`, built without pyplot.
+Same conventions as every figure module: each function returns a new matplotlib Figure no
+wider than :data:`pneumo.plots.style.MAX_WIDTH`, built without pyplot in the shared style of
+:mod:`pneumo.plots.style`.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from pneumo.plots import MAX_WIDTH, OKABE_ITO, _figure, _hide_image_axes, _imshow, _styled, class_colour
+from pneumo.plots.style import MAX_WIDTH, OKABE_ITO, _figure, _hide_image_axes, _imshow, _styled, class_colour
 
 __all__ = ["score_histograms", "variant_roc_curves", "reconstruction_examples", "ae_training_curves"]
 

@@ -9,7 +9,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from pneumo.plots import OKABE_ITO, _figure, _imshow, _styled, class_colour
+from pneumo.plots.style import OKABE_ITO, _figure, _imshow, _styled, class_colour
 
 __all__ = ["knn_k_curves", "tsne_maps", "retrieval_gallery"]
 

@@ -1,7 +1,7 @@
 """Figures of Task 4 (explanations): overlays, sanity checks, lung template, neurons.
 
 Every function returns a :class:`matplotlib.figure.Figure` at most :data:`MAX_WIDTH` wide and
-9 inches tall, built without pyplot (see :mod:`pneumo.plots`).
+9 inches tall, built without pyplot in the shared style of :mod:`pneumo.plots.style`.
 
 Overlays share one colour scale: each map's positive part (evidence *for* the explained
 class) is divided by the map's own 99th percentile of positive values and clipped to
@@ -21,7 +21,7 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from scipy import ndimage
 
-from pneumo.plots import MAX_WIDTH, OKABE_ITO, _figure, _hide_image_axes, _imshow, _styled
+from pneumo.plots.style import MAX_WIDTH, OKABE_ITO, _figure, _hide_image_axes, _imshow, _styled, class_colour
 
 __all__ = ["overlay_scale", "attribution_overlays", "gradcam_depth", "block_shares", "randomisation_curves",
            "randomisation_maps", "perturbation_curves", "lung_template", "first_layer_filters",
@@ -340,8 +340,6 @@ def class_channel_patches(patches: np.ndarray, table: pd.DataFrame, *, width: fl
     table
         The ``class_channels`` table (``class, channel, d``).
     """
-    from pneumo.plots import class_colour
-
     rows, k = patches.shape[:2]
     cell = min(width / (k + 1.6), (MAX_HEIGHT - 0.2) / max(rows, 1))
     fig = _figure(cell * (k + 0.9), cell * rows + 0.2)
