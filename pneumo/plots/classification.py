@@ -9,7 +9,7 @@ style of :mod:`pneumo.plots.style`.
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import matplotlib as mpl
 import numpy as np
@@ -225,46 +225,49 @@ def confusion_matrix(cm: np.ndarray | pd.DataFrame, classes: Sequence[str] | Non
     return fig
 
 
-def _curve_items(curves: Mapping[str, Mapping[str, Any]]):
+def _curves_with(curves: Mapping[str, Mapping[str, Any]], points: tuple[str, str], area: str,
+                 area_of: Callable[[np.ndarray, np.ndarray], float]):
+    """``(name, curve, colour, area)`` of each curve that has ``points``.
+
+    The area is the curve's ``area`` entry when given, else ``area_of(*points)``; the colour
+    is its ``colour`` entry, else the name's fixed colour (by position among all curves).
+    """
     for i, (name, c) in enumerate(curves.items()):
-        yield i, name, c, c.get("colour") or class_colour(name, i)
+        if points[0] not in c:
+            continue
+        value = c.get(area)
+        value = area_of(*(c[p] for p in points)) if value is None else value
+        yield name, c, c.get("colour") or class_colour(name, i), value
+
+
+def _unit_square(ax, *, xlabel: str, ylabel: str, title: str, legend: str, top: float = 1.01) -> None:
+    """Square axes over [0, 1] x [0, 1] (small margins) with its labels and legend."""
+    ax.set_xlim(-0.01, 1.01)
+    ax.set_ylim(-0.01, top)
+    ax.set_aspect("equal")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(loc=legend)
 
 
 def _roc_axis(ax, curves: Mapping[str, Mapping[str, Any]]) -> None:
-    for i, name, c, colour in _curve_items(curves):
-        if "fpr" not in c:
-            continue
-        auc = c.get("auc")
-        auc = auc_from_curve(c["fpr"], c["tpr"]) if auc is None else auc
+    for name, c, colour, auc in _curves_with(curves, ("fpr", "tpr"), "auc", auc_from_curve):
         ax.plot(c["fpr"], c["tpr"], color=colour, linestyle=c.get("linestyle", "-"),
                 label=f"{name} (AUC {auc:.3f})")
     ax.plot([0, 1], [0, 1], color=OKABE_ITO["grey"], linestyle=":", linewidth=1, label="chance")
-    ax.set_xlim(-0.01, 1.01)
-    ax.set_ylim(-0.01, 1.01)
-    ax.set_aspect("equal")
-    ax.set_xlabel("false positive rate (1 - specificity)")
-    ax.set_ylabel("true positive rate (sensitivity)")
-    ax.set_title("ROC")
-    ax.legend(loc="lower right")
+    _unit_square(ax, xlabel="false positive rate (1 - specificity)", ylabel="true positive rate (sensitivity)",
+                 title="ROC", legend="lower right")
 
 
 def _pr_axis(ax, curves: Mapping[str, Mapping[str, Any]]) -> None:
-    for i, name, c, colour in _curve_items(curves):
-        if "precision" not in c:
-            continue
-        ap = c.get("ap")
-        ap = average_precision_from_curve(c["precision"], c["recall"]) if ap is None else ap
+    for name, c, colour, ap in _curves_with(curves, ("precision", "recall"), "ap", average_precision_from_curve):
         ax.step(c["recall"], c["precision"], where="post", color=colour,
                 linestyle=c.get("linestyle", "-"), label=f"{name} (AP {ap:.3f})")
         if c.get("prevalence") is not None:
             ax.axhline(c["prevalence"], color=colour, linestyle=":", linewidth=0.9, alpha=0.8)
-    ax.set_xlim(-0.01, 1.01)
-    ax.set_ylim(-0.01, 1.02)
-    ax.set_aspect("equal")
-    ax.set_xlabel("recall (sensitivity)")
-    ax.set_ylabel("precision (PPV)")
-    ax.set_title("precision-recall")
-    ax.legend(loc="lower left")
+    _unit_square(ax, xlabel="recall (sensitivity)", ylabel="precision (PPV)", title="precision-recall",
+                 legend="lower left", top=1.02)
 
 
 @_styled
