@@ -15,7 +15,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from pneumo.plots.style import MAX_WIDTH, OKABE_ITO, _figure, _hide_image_axes, _imshow, _styled, class_colour
+from pneumo.plots.style import (MAX_WIDTH, OKABE_ITO, _figure, _hide_image_axes, _hide_unused, _imshow, _styled,
+                                class_colour)
 
 __all__ = ["score_histograms", "variant_roc_curves", "reconstruction_examples", "ae_training_curves"]
 
@@ -122,8 +123,7 @@ def variant_roc_curves(scores: pd.DataFrame, variants: Sequence[str], score_name
         ax.set_title(SCORE_NAMES.get(score, score))
         ax.set_aspect("equal")
         ax.legend(loc="lower right", fontsize=5.5, handlelength=1.2)
-    for ax in axes[n:]:
-        ax.set_visible(False)
+    _hide_unused(axes, n)
     for ax in axes[:n]:
         if ax.get_subplotspec().is_last_row() or ax is axes[n - 1]:
             ax.set_xlabel("false positive rate")
@@ -174,8 +174,7 @@ def reconstruction_examples(inputs: np.ndarray, reconstructions: np.ndarray, res
         ax_in.set_title(f"input: {labels[i]}{score}", fontsize=6.5, color=class_colour(labels[i]))
         ax_rec.set_title("reconstruction\n", fontsize=6.5)
         ax_res.set_title("squared\nresidual", fontsize=6.5)
-    for ax in axes.ravel()[3 * n:]:
-        ax.set_visible(False)
+    _hide_unused(axes, 3 * n)
     if image is not None:
         fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.6, label="squared residual")
     return fig

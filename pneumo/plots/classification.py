@@ -16,7 +16,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from pneumo.plots.style import MAX_WIDTH, OKABE_ITO, SPLIT_COLOURS, _figure, _imshow, _styled, class_colour
+from pneumo.plots.style import (MAX_WIDTH, OKABE_ITO, SPLIT_COLOURS, _figure, _hide_unused, _imshow, _styled,
+                                class_colour)
 
 __all__ = [
     "class_balance",
@@ -114,14 +115,11 @@ def sample_grid(images: Mapping[str, Sequence[np.ndarray]], *, captions: Mapping
     fig = _figure(width, cell * len(rows) + (0.15 * len(rows) if captions else 0.0))
     axes = fig.subplots(len(rows), ncols, squeeze=False)
     for r, name in enumerate(rows):
-        for c in range(ncols):
-            ax = axes[r, c]
-            if c < len(images[name]):
-                _imshow(ax, images[name][c])
-                if captions and c < len(captions.get(name, ())):
-                    ax.set_xlabel(captions[name][c], fontsize=6)
-            else:
-                ax.set_visible(False)
+        for c, image in enumerate(images[name]):
+            _imshow(axes[r, c], image)
+            if captions and c < len(captions.get(name, ())):
+                axes[r, c].set_xlabel(captions[name][c], fontsize=6)
+        _hide_unused(axes[r], len(images[name]))
         axes[r, 0].set_ylabel(name, color=class_colour(name, r), fontsize=9, fontweight="bold")
     return fig
 
@@ -382,14 +380,12 @@ def misclassified_gallery(images: Sequence[np.ndarray], true: Sequence[str], pre
     cell = width / ncols
     fig = _figure(width, nrows * (cell + 0.5))
     axes = fig.subplots(nrows, ncols, squeeze=False)
-    for k, ax in enumerate(axes.flat):
-        if k >= n:
-            ax.set_visible(False)
-            continue
+    for k, ax in enumerate(axes.flat[:n]):
         _imshow(ax, images[k])
         ax.set_title(f"true {true[k]}", color=class_colour(true[k]), fontsize=7, pad=2)
         ax.set_xlabel(f"pred {predicted[k]}\n{probability_label} = {probability[k]:.2f}",
                       color=class_colour(predicted[k]), fontsize=6.5, labelpad=2, linespacing=1.0)
+    _hide_unused(axes, n)
     return fig
 
 

@@ -9,7 +9,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from pneumo.plots.style import OKABE_ITO, _figure, _imshow, _styled, class_colour
+from pneumo.plots.style import OKABE_ITO, _figure, _hide_unused, _imshow, _styled, class_colour
 
 __all__ = ["knn_k_curves", "tsne_maps", "retrieval_gallery"]
 
@@ -52,8 +52,7 @@ def knn_k_curves(grid: pd.DataFrame, titles: Mapping[tuple[str, str], str], *,
         ax.set_xscale("log")
         ax.set_title(titles[pair])
         ax.set_ylabel(label if ax in axes[:, 0] else "")
-    for ax in axes.flat[len(pairs):]:
-        ax.set_visible(False)
+    _hide_unused(axes, len(pairs))
     for ax in axes[-1]:
         ax.set_xlabel("k (neighbours, log scale)")
     handles, labels = axes.flat[0].get_legend_handles_labels()

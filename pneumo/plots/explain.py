@@ -21,7 +21,8 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from scipy import ndimage
 
-from pneumo.plots.style import MAX_WIDTH, OKABE_ITO, _figure, _hide_image_axes, _imshow, _styled, class_colour
+from pneumo.plots.style import (MAX_WIDTH, OKABE_ITO, _figure, _hide_image_axes, _hide_unused, _imshow, _styled,
+                                class_colour)
 
 __all__ = ["overlay_scale", "attribution_overlays", "gradcam_depth", "block_shares", "randomisation_curves",
            "randomisation_maps", "perturbation_curves", "lung_template", "first_layer_filters",
@@ -69,6 +70,24 @@ def _smooth_for(method: str, smooth: float) -> float:
     return 0.0 if method.startswith("gradcam") else smooth
 
 
+def _xray_rows(images: Sequence[np.ndarray], labels: Sequence[str], ncols: int, *, width: float,
+               margin: float = 0.2, title_size: float = 6.5) -> tuple[Figure, np.ndarray]:
+    """A grid of overlays: one row per X-ray, drawn and labelled in the first column.
+
+    The cells are square, as wide as ``width`` allows (plus ``margin`` cells) and short
+    enough for :data:`MAX_HEIGHT` with room for the colour bar; the caller fills columns 1+.
+    """
+    n = len(images)
+    cell = min(width / (ncols + margin), (MAX_HEIGHT - 0.9) / max(n, 1))
+    fig = _figure(width, cell * n + 0.9)
+    axes = fig.subplots(n, ncols, squeeze=False)
+    for i in range(n):
+        _imshow(axes[i, 0], images[i])
+        axes[i, 0].set_ylabel(labels[i], fontsize=5.5)
+    axes[0, 0].set_title("X-ray", fontsize=title_size)
+    return fig, axes
+
+
 @_styled
 def attribution_overlays(images: np.ndarray, maps: Mapping[str, Mapping[str, np.ndarray]], *,
                          row_labels: Sequence[str], mask: np.ndarray | None = None, smooth: float = 1.0,
@@ -87,19 +106,13 @@ def attribution_overlays(images: np.ndarray, maps: Mapping[str, Mapping[str, np.
         Optional lung template drawn as a thin contour.
     """
     columns = [(net, method) for net, per in maps.items() for method in per]
-    n, ncols = len(images), 1 + len(columns)
-    cell = min(width / (ncols + 0.2), (MAX_HEIGHT - 0.9) / max(n, 1))
-    fig = _figure(width, cell * n + 0.9)
-    axes = fig.subplots(n, ncols, squeeze=False)
-    for i in range(n):
-        _imshow(axes[i, 0], images[i])
-        axes[i, 0].set_ylabel(row_labels[i], fontsize=5.5)
+    fig, axes = _xray_rows(images, row_labels, 1 + len(columns), width=width)
+    for i in range(len(images)):
         for j, (net, method) in enumerate(columns, start=1):
             _overlay(axes[i, j], images[i], maps[net][method][i], smooth=_smooth_for(method, smooth), mask=mask)
             if i == 0:
                 axes[i, j].set_title(f"network {NETWORK_LABELS.get(net, net)}\n{SHORT_LABELS.get(method, method)}",
                                      fontsize=6.5)
-    axes[0, 0].set_title("X-ray", fontsize=6.5)
     _colourbar(fig, axes)
     return fig
 
@@ -118,18 +131,14 @@ def gradcam_depth(images: np.ndarray, blocks: Mapping[str, Mapping[str, np.ndarr
     """
     rows = [(net, i) for net in blocks for i in range(len(images))]
     names = list(next(iter(blocks.values())))
-    ncols = 1 + len(names)
-    cell = min(width / (ncols + 0.3), (MAX_HEIGHT - 0.9) / max(len(rows), 1))
-    fig = _figure(width, cell * len(rows) + 0.9)
-    axes = fig.subplots(len(rows), ncols, squeeze=False)
+    fig, axes = _xray_rows([images[i] for _, i in rows],
+                           [f"network {NETWORK_LABELS.get(net, net)}\n{row_labels[i]}" for net, i in rows],
+                           1 + len(names), width=width, margin=0.3, title_size=7)
     for r, (net, i) in enumerate(rows):
-        _imshow(axes[r, 0], images[i])
-        axes[r, 0].set_ylabel(f"network {NETWORK_LABELS.get(net, net)}\n{row_labels[i]}", fontsize=5.5)
         for j, name in enumerate(names, start=1):
             _overlay(axes[r, j], images[i], blocks[net][name][i])
             if r == 0:
                 axes[r, j].set_title(name, fontsize=7)
-    axes[0, 0].set_title("X-ray", fontsize=7)
     _colourbar(fig, axes)
     return fig
 
@@ -199,20 +208,14 @@ def randomisation_maps(images: np.ndarray, trained: Mapping[str, np.ndarray], ra
                        *, row_labels: Sequence[str], smooth: float = 1.0, width: float = MAX_WIDTH) -> Figure:
     """Trained versus fully randomised maps, side by side per method (rows: images)."""
     methods = list(trained)
-    n, ncols = len(images), 1 + 2 * len(methods)
-    cell = min(width / (ncols + 0.2), (MAX_HEIGHT - 0.9) / max(n, 1))
-    fig = _figure(width, cell * n + 0.9)
-    axes = fig.subplots(n, ncols, squeeze=False)
-    for i in range(n):
-        _imshow(axes[i, 0], images[i])
-        axes[i, 0].set_ylabel(row_labels[i], fontsize=5.5)
+    fig, axes = _xray_rows(images, row_labels, 1 + 2 * len(methods), width=width)
+    for i in range(len(images)):
         for k, method in enumerate(methods):
             for j, (kind, maps) in enumerate((("trained", trained), ("random", randomised))):
                 ax = axes[i, 1 + 2 * k + j]
                 _overlay(ax, images[i], maps[method][i], smooth=_smooth_for(method, smooth))
                 if i == 0:
                     ax.set_title(f"{SHORT_LABELS.get(method, method)}\n{kind}", fontsize=6.5)
-    axes[0, 0].set_title("X-ray", fontsize=6.5)
     _colourbar(fig, axes)
     return fig
 
@@ -273,13 +276,11 @@ def first_layer_filters(filters: np.ndarray, *, width: float = MAX_WIDTH) -> Fig
     fig = _figure(width, cell * nrows + 0.35)
     axes = fig.subplots(nrows, ncols, squeeze=False)
     top = float(np.abs(filters).max()) or 1.0
-    for k, ax in enumerate(axes.ravel()):
+    for k, ax in enumerate(axes.flat[:n]):
         _hide_image_axes(ax)
-        if k < n:
-            ax.imshow(filters[k], cmap="RdBu_r", vmin=-top, vmax=top, interpolation="nearest")
-            ax.set_title(str(k), fontsize=6)
-        else:
-            ax.set_visible(False)
+        ax.imshow(filters[k], cmap="RdBu_r", vmin=-top, vmax=top, interpolation="nearest")
+        ax.set_title(str(k), fontsize=6)
+    _hide_unused(axes, n)
     return fig
 
 
@@ -293,17 +294,15 @@ def feature_visualisation(images: Mapping[str, np.ndarray], channels: Mapping[st
     fig = _figure(cell * (ncols + 0.3), cell * len(blocks) + 0.2)
     axes = fig.subplots(len(blocks), ncols, squeeze=False)
     for r, block in enumerate(blocks):
-        for c in range(ncols):
+        for c, image in enumerate(images[block]):
             ax = axes[r, c]
-            if c < len(images[block]):
-                # Contrast stretched per image (1st-99th percentile): the pattern, not its level.
-                image = np.asarray(images[block][c], np.float64)
-                low, high = np.percentile(image, [1, 99])
-                ax.imshow(np.clip((image - low) / max(high - low, 1e-9), 0, 1), cmap="gray", vmin=0, vmax=1)
-                _hide_image_axes(ax)
-                ax.set_title(f"{block} ch {channels[block][c]}", fontsize=6.5)
-            else:
-                ax.set_visible(False)
+            # Contrast stretched per image (1st-99th percentile): the pattern, not its level.
+            image = np.asarray(image, np.float64)
+            low, high = np.percentile(image, [1, 99])
+            ax.imshow(np.clip((image - low) / max(high - low, 1e-9), 0, 1), cmap="gray", vmin=0, vmax=1)
+            _hide_image_axes(ax)
+            ax.set_title(f"{block} ch {channels[block][c]}", fontsize=6.5)
+        _hide_unused(axes[r], len(images[block]))
     return fig
 
 

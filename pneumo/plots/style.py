@@ -138,6 +138,12 @@ def _hide_image_axes(ax) -> None:
         spine.set_visible(False)
 
 
+def _hide_unused(axes, used: int) -> None:
+    """Hide the cells of a grid after the first ``used`` (row by row): they have nothing to show."""
+    for ax in np.ravel(axes)[used:]:
+        ax.set_visible(False)
+
+
 def _as_grey(image: np.ndarray) -> np.ndarray:
     """(H, W) or (H, W, 1) image -> (H, W) for imshow."""
     image = np.asarray(image)
