@@ -48,8 +48,20 @@ def score_histograms(scores: pd.DataFrame, column: str, threshold: float, *, spl
         The score column to show.
     threshold
         Decision threshold, drawn as a vertical line (chosen on validation normals).
+    split
+        The split whose images are shown.
+    bins
+        Number of bins over the 0.5-99.5 percentile range (widened to the threshold);
+        scores outside it are clipped into the end bins.
+    width, height
+        Figure size in inches (the width at most :data:`MAX_WIDTH`).
     title, xlabel
         Axis title (default: the split) and score name (default: the column).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        One panel, a filled density histogram per class.
     """
     rows = scores[scores["split"] == split]
     values = rows[column].to_numpy(dtype=float)
@@ -90,15 +102,25 @@ def variant_roc_curves(scores: pd.DataFrame, variants: Sequence[str], score_name
     Parameters
     ----------
     scores
-        The entry's ``scores`` table; columns named ``"<variant>/<score>"``.
+        The entry's ``scores`` table; ``split``, ``binary`` (1 = pneumonia) and columns
+        named ``"<variant>/<score>"``.
     variants
         Autoencoder variants (one line each, same colour in every panel).
     score_names
-        Scores, one panel each.
+        Scores, one panel each (three panels a row).
+    split
+        The split whose images are scored.
     chosen
         ``"<variant>/<score>"`` of the chosen pair: drawn thicker.
     extra
         Further columns (comparators) added to the first panel.
+    width
+        Figure width in inches; the height follows from square panels (at most 9 in).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The panels, each legend giving every curve's ROC AUC.
     """
     rows = scores[scores["split"] == split]
     y = rows["binary"].to_numpy()
@@ -138,6 +160,8 @@ def reconstruction_examples(inputs: np.ndarray, reconstructions: np.ndarray, res
                             width: float = MAX_WIDTH) -> Figure:
     """Input, reconstruction and squared-residual heat map, one row per example image.
 
+    Two examples share a row when there is an even number of more than two.
+
     Parameters
     ----------
     inputs
@@ -151,6 +175,13 @@ def reconstruction_examples(inputs: np.ndarray, reconstructions: np.ndarray, res
         Class of each image (row title).
     scores
         Optional anomaly score of each image, shown in the row title.
+    width
+        Figure width in inches; the height follows from the cells (at most 9 in).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The image triples and one colour bar for the residuals.
     """
     n = len(inputs)
     pairs_per_row = 2 if n % 2 == 0 and n > 2 else 1
@@ -182,7 +213,21 @@ def reconstruction_examples(inputs: np.ndarray, reconstructions: np.ndarray, res
 
 @_styled
 def ae_training_curves(history: pd.DataFrame, *, width: float = MAX_WIDTH, height: float = 2.5) -> Figure:
-    """Training and validation reconstruction loss per epoch of every autoencoder variant."""
+    """Training and validation reconstruction loss per epoch of every autoencoder variant.
+
+    Parameters
+    ----------
+    history
+        One row per variant and epoch: ``variant``, ``epoch``, ``train_loss``, ``val_loss``.
+    width, height
+        Figure size in inches (the width at most :data:`MAX_WIDTH`).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Training (left) and validation (right) losses on a log scale; a dot marks each
+        variant's best validation epoch.
+    """
     fig = _figure(width, height)
     left, right = fig.subplots(1, 2, sharey=True)
     for i, (variant, h) in enumerate(history.groupby("variant", sort=False)):

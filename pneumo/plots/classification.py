@@ -37,7 +37,18 @@ __all__ = [
 
 # -- curves from arrays ----------------------------------------------------------------------
 def auc_from_curve(fpr: np.ndarray, tpr: np.ndarray) -> float:
-    """Area under a ROC curve given as points (trapezoids, as scikit-learn's ``auc``)."""
+    """Area under a ROC curve given as points (trapezoids, as scikit-learn's ``auc``).
+
+    Parameters
+    ----------
+    fpr, tpr
+        False and true positive rates of the curve's points, in any order.
+
+    Returns
+    -------
+    float
+        The area, as ``roc_auc_score`` gives for the scores the curve came from.
+    """
     fpr, tpr = np.asarray(fpr, float), np.asarray(tpr, float)
     order = np.lexsort((tpr, fpr))
     return float(np.trapezoid(tpr[order], fpr[order]) if hasattr(np, "trapezoid")
@@ -49,6 +60,16 @@ def average_precision_from_curve(precision: np.ndarray, recall: np.ndarray) -> f
 
     ``precision_recall_curve`` returns recall decreasing to 0 with a last point (1, 0); the
     average precision is ``sum((r[i] - r[i+1]) * p[i])``, as in ``average_precision_score``.
+
+    Parameters
+    ----------
+    precision, recall
+        The curve's points, recall decreasing (scikit-learn's order) or increasing.
+
+    Returns
+    -------
+    float
+        The average precision.
     """
     precision, recall = np.asarray(precision, float), np.asarray(recall, float)
     if recall[0] < recall[-1]:  # increasing order given: flip to scikit-learn's
@@ -66,7 +87,16 @@ def class_balance(counts: pd.DataFrame, *, title: str | None = None,
     ----------
     counts
         One row per split (the index: ``train``, ``val``, ``test``), one column per class,
-        image counts as values.
+        image counts as values; missing counts are 0.
+    title
+        Optional axes title.
+    width, height
+        Figure size in inches (the width at most :data:`MAX_WIDTH`).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        One bar per class and split, each labelled with its count and its share of the split.
     """
     counts = counts.fillna(0)
     fig = _figure(width, height)
@@ -103,9 +133,22 @@ def sample_grid(images: Mapping[str, Sequence[np.ndarray]], *, captions: Mapping
     Parameters
     ----------
     images
-        ``{class name: [grey image (H, W), ...]}``; rows may have different lengths.
+        ``{class name: [grey image (H, W), ...]}``; rows may have different lengths, empty
+        rows are left out.
     captions
         Optional small caption under each image (same shape as ``images``).
+    width
+        Figure width in inches; the height follows from square cells.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        One row of images per class.
+
+    Raises
+    ------
+    ValueError
+        When no row has an image.
     """
     rows = [name for name, imgs in images.items() if len(imgs)]
     if not rows:
@@ -145,6 +188,20 @@ def learning_curves(history: pd.DataFrame, *, best_epoch: int | None = None, tit
         ``train_acc``, ``val_acc``, ``val_bal_acc``, ``val_auc``.
     best_epoch
         The epoch whose weights were kept (dotted vertical line).
+    title
+        Optional figure title.
+    width, height
+        Figure size in inches (the width at most :data:`MAX_WIDTH`).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Two panels: the losses, and accuracy, balanced accuracy and ROC AUC.
+
+    Raises
+    ------
+    KeyError
+        When ``history`` has no ``epoch`` column.
     """
     if "epoch" not in history:
         raise KeyError(f"history needs an 'epoch' column, has {list(history.columns)}")
@@ -187,7 +244,23 @@ def confusion_matrix(cm: np.ndarray | pd.DataFrame, classes: Sequence[str] | Non
         (K, K) counts, rows = true class, columns = predicted class; a DataFrame's columns
         (other than a ``true`` column) name the classes.
     classes
-        Class names (default: the DataFrame's columns, else 0..K-1).
+        Class names (default: the DataFrame's columns, else 0..K-1); the true classes'
+        names are written in their class colour.
+    title
+        Optional axes title.
+    width, height
+        Figure width in inches; the height is ``height`` (default: ``width``) times 0.88 for
+        two classes, 0.95 for more.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The matrix, each cell shaded by its row share.
+
+    Raises
+    ------
+    ValueError
+        When ``cm`` is not square.
     """
     if isinstance(cm, pd.DataFrame):
         frame = cm.set_index("true") if "true" in cm.columns else cm
@@ -270,10 +343,22 @@ def _pr_axis(ax, curves: Mapping[str, Mapping[str, Any]]) -> None:
 
 @_styled
 def roc_curves(curves: Mapping[str, Mapping[str, Any]], *, width: float = 3.2) -> Figure:
-    """ROC curves, one per entry of ``curves``: ``{name: {"fpr", "tpr", ["auc", "colour"]}}``.
+    """ROC curves, one per entry of ``curves``.
 
-    The area in the legend is ``auc`` when given (e.g. the headline metric), else computed
-    from the points.
+    Parameters
+    ----------
+    curves
+        ``{name: {"fpr", "tpr", ["auc", "colour", "linestyle"]}}``; entries without ``fpr``
+        are left out. The area in the legend is ``auc`` when given (e.g. the headline
+        metric), else computed from the points; the colour defaults to the name's class
+        colour.
+    width
+        Figure width and height in inches.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        One square panel with the curves and the chance diagonal.
     """
     fig = _figure(width, width)
     _roc_axis(fig.add_subplot(), curves)
@@ -282,9 +367,22 @@ def roc_curves(curves: Mapping[str, Mapping[str, Any]], *, width: float = 3.2) -
 
 @_styled
 def pr_curves(curves: Mapping[str, Mapping[str, Any]], *, width: float = 3.2) -> Figure:
-    """Precision-recall curves: ``{name: {"precision", "recall", ["ap", "prevalence"]}}``.
+    """Precision-recall curves, one per entry of ``curves``.
 
-    A dotted horizontal line marks a curve's ``prevalence`` (the precision of chance).
+    Parameters
+    ----------
+    curves
+        ``{name: {"precision", "recall", ["ap", "prevalence", "colour", "linestyle"]}}``;
+        entries without ``precision`` are left out. A dotted horizontal line marks a curve's
+        ``prevalence`` (the precision of chance); the legend shows ``ap`` when given, else
+        the average precision computed from the points.
+    width
+        Figure width and height in inches.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        One square panel with the curves.
     """
     fig = _figure(width, width)
     _pr_axis(fig.add_subplot(), curves)
@@ -294,7 +392,20 @@ def pr_curves(curves: Mapping[str, Mapping[str, Any]], *, width: float = 3.2) ->
 @_styled
 def roc_pr_curves(curves: Mapping[str, Mapping[str, Any]], *, width: float = MAX_WIDTH,
                   height: float = 3.1) -> Figure:
-    """ROC (left) and precision-recall (right) side by side; see :func:`roc_curves`."""
+    """ROC (left) and precision-recall (right) side by side.
+
+    Parameters
+    ----------
+    curves
+        As for :func:`roc_curves` and :func:`pr_curves` (one entry may hold both curves).
+    width, height
+        Figure size in inches (the width at most :data:`MAX_WIDTH`).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Two square panels.
+    """
     fig = _figure(width, height)
     left, right = fig.subplots(1, 2)
     _roc_axis(left, curves)
@@ -322,6 +433,26 @@ def threshold_plot(y_true: np.ndarray, score: np.ndarray, threshold: float, *,
     Left: the score distribution of each true class. Right: sensitivity, specificity and
     Youden's J = sensitivity + specificity - 1 against the threshold. The chosen threshold
     is marked on both.
+
+    Parameters
+    ----------
+    y_true
+        True labels, 1 (or True) for the positive class.
+    score
+        Predicted probability of the positive class.
+    threshold
+        The chosen threshold: ``score >= threshold`` predicts the positive class.
+    positive, negative
+        Class names (legend labels and colours).
+    rule
+        Optional name of the rule that chose the threshold, shown in the legend.
+    width, height
+        Figure size in inches (the width at most :data:`MAX_WIDTH`).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Two panels; the right one's title gives the rates at the threshold.
     """
     y = np.asarray(y_true).astype(bool)
     s = np.asarray(score, dtype=float)
@@ -367,6 +498,17 @@ def misclassified_gallery(images: Sequence[np.ndarray], true: Sequence[str], pre
     probability
         The model's probability of the predicted class (or of the positive class; say which
         in ``probability_label`` and in the caption).
+    ncols
+        Images per row (at most the number of images).
+    width
+        Figure width in inches; the height follows from square cells.
+    probability_label
+        Name of the probability under each image.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        A grid of images, or one line saying there are none.
     """
     n = len(images)
     if n == 0:
@@ -392,7 +534,27 @@ def misclassified_gallery(images: Sequence[np.ndarray], true: Sequence[str], pre
 @_styled
 def grid_comparison(grid: pd.DataFrame, *, metric: str = "val_roc_auc", chosen: str | None = None,
                     label: str = "validation ROC AUC", width: float = 4.5) -> Figure:
-    """The grid's variants ranked by a validation metric (dots), the chosen one highlighted."""
+    """The grid's variants ranked by a validation metric (dots), the chosen one highlighted.
+
+    Parameters
+    ----------
+    grid
+        One row per variant: ``variant`` and the ``metric`` column; variants without the
+        metric (not trained) are left out.
+    metric
+        The column to rank by.
+    chosen
+        The chosen variant, drawn in vermillion.
+    label
+        Axis label of the metric.
+    width
+        Figure width in inches; the height grows with the number of variants.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        One dot per variant, best at the top.
+    """
     trained = grid[grid[metric].notna()] if metric in grid else grid.iloc[0:0]
     trained = trained.sort_values(metric)
     fig = _figure(width, 0.3 + 0.24 * max(len(trained), 1))

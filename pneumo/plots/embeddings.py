@@ -33,6 +33,15 @@ def knn_k_curves(grid: pd.DataFrame, titles: Mapping[tuple[str, str], str], *,
         ``scaling`` and the validation scores; the first row of each pair is the chosen one.
     titles
         Panel title per ``(representation, question)``, in panel order.
+    metric
+        The score column to plot.
+    label
+        Axis label of the score.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Two panels a row, one line per distance and scaling, the chosen setting circled.
     """
     pairs = list(titles)
     ncols = 2
@@ -83,6 +92,11 @@ def tsne_maps(maps: Mapping[str, np.ndarray], split: np.ndarray, colour_by: Mapp
         Colour per category (default: the class colours).
     show_train
         Draw the training points (in their category colour, faint) under the test points.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        One panel per representation and a shared legend below.
     """
     names = list(maps)
     fig = _figure(6.3, 2.55)
@@ -123,6 +137,11 @@ def retrieval_gallery(images: Sequence[np.ndarray], gallery: pd.DataFrame) -> Fi
     gallery
         The ``gallery`` table: ``query``, ``rank`` (0 = the query itself), ``label``,
         ``distance``.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        One row per query, the query framed; each neighbour titled with its rank, class and distance.
     """
     queries = list(dict.fromkeys(gallery["query"]))
     ncols = int(gallery["rank"].max()) + 1

@@ -39,7 +39,20 @@ NETWORK_LABELS = {"binary": "1a", "multiclass": "1b"}
 
 
 def overlay_scale(attribution: np.ndarray, *, smooth: float = 0.0) -> np.ndarray:
-    """A map's positive part on the shared [0, 1] scale (see the module notes)."""
+    """A map's positive part on the shared [0, 1] scale (see the module notes).
+
+    Parameters
+    ----------
+    attribution
+        (H, W) attribution map.
+    smooth
+        Standard deviation, in pixels, of a Gaussian smoothing applied first (0: none).
+
+    Returns
+    -------
+    numpy.ndarray
+        (H, W) float64 in [0, 1]: the positive part divided by its 99th percentile.
+    """
     a = np.asarray(attribution, np.float64)
     if smooth:
         a = ndimage.gaussian_filter(a, smooth)
@@ -104,6 +117,14 @@ def attribution_overlays(images: np.ndarray, maps: Mapping[str, Mapping[str, np.
         One short label per row (true class, predictions).
     mask
         Optional lung template drawn as a thin contour.
+    smooth
+        Gaussian smoothing, in pixels, of the per-pixel methods (Grad-CAM is not smoothed).
+    width
+        Figure width in inches; the height follows from square cells (at most :data:`MAX_HEIGHT`).
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The grid and one colour bar for every overlay.
     """
     columns = [(net, method) for net, per in maps.items() for method in per]
     fig, axes = _xray_rows(images, row_labels, 1 + len(columns), width=width)
@@ -128,6 +149,14 @@ def gradcam_depth(images: np.ndarray, blocks: Mapping[str, Mapping[str, np.ndarr
         (N, H, W) uint8, shown for every network.
     blocks
         ``{network: {block: (N, H, W)}}``.
+    row_labels
+        One short label per image.
+    width
+        Figure width in inches; the height follows from square cells (at most :data:`MAX_HEIGHT`).
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The grid and one colour bar for every overlay.
     """
     rows = [(net, i) for net in blocks for i in range(len(images))]
     names = list(next(iter(blocks.values())))
@@ -154,6 +183,13 @@ def block_shares(shares: pd.DataFrame, *, lung_area: float, border_area: float, 
         Columns ``network, block, lungs, border`` (means over the images).
     lung_area, border_area
         Area fractions of the regions: what a uniform map would give.
+    width, height
+        Figure size in inches (the width at most :data:`MAX_WIDTH`).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Two panels (lungs, border), one line per network.
     """
     fig = _figure(width, height)
     axes = fig.subplots(1, 2, sharey=True)
@@ -178,6 +214,13 @@ def randomisation_curves(table: pd.DataFrame, *, width: float = MAX_WIDTH, heigh
     ----------
     table
         The ``randomisation`` table (``network, method, stage, randomised, rho``).
+    width, height
+        Figure size in inches (the width at most :data:`MAX_WIDTH`).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        One panel per network, one line per method with its min-max range shaded.
     """
     networks = list(dict.fromkeys(table["network"]))
     fig = _figure(width, height)
@@ -206,7 +249,25 @@ def randomisation_curves(table: pd.DataFrame, *, width: float = MAX_WIDTH, heigh
 @_styled
 def randomisation_maps(images: np.ndarray, trained: Mapping[str, np.ndarray], randomised: Mapping[str, np.ndarray],
                        *, row_labels: Sequence[str], smooth: float = 1.0, width: float = MAX_WIDTH) -> Figure:
-    """Trained versus fully randomised maps, side by side per method (rows: images)."""
+    """Trained versus fully randomised maps, side by side per method (rows: images).
+
+    Parameters
+    ----------
+    images
+        (N, H, W) uint8.
+    trained, randomised
+        ``{method: (N, H, W)}`` of the trained and of the fully re-initialised network.
+    row_labels
+        One short label per row.
+    smooth
+        Gaussian smoothing, in pixels, of the per-pixel methods (Grad-CAM is not smoothed).
+    width
+        Figure width in inches; the height follows from square cells (at most :data:`MAX_HEIGHT`).
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The grid and one colour bar for every overlay.
+    """
     methods = list(trained)
     fig, axes = _xray_rows(images, row_labels, 1 + 2 * len(methods), width=width)
     for i in range(len(images)):
@@ -229,6 +290,13 @@ def perturbation_curves(curves: Mapping[str, Mapping[str, Mapping[str, np.ndarra
     ----------
     curves
         ``{network: {method: {"deletion": (N, S+1), "insertion": (N, S+1)}}}``.
+    width, height
+        Figure size in inches (the width at most :data:`MAX_WIDTH`).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Deletion (left) and insertion (right) panels per network.
     """
     fig = _figure(width, height)
     axes = fig.subplots(len(curves), 2, sharex=True, sharey=True, squeeze=False)
@@ -252,7 +320,24 @@ def perturbation_curves(curves: Mapping[str, Mapping[str, Mapping[str, np.ndarra
 @_styled
 def lung_template(mean_image: np.ndarray, lung_mask: np.ndarray, border_mask: np.ndarray,
                   examples: Sequence[np.ndarray] = (), *, width: float = MAX_WIDTH) -> Figure:
-    """The lung template and border frame on the mean training image and on examples."""
+    """The lung template and border frame on the mean training image and on examples.
+
+    Parameters
+    ----------
+    mean_image
+        (H, W) mean training image, on the 0-255 scale.
+    lung_mask, border_mask
+        (H, W) boolean masks, drawn as contours.
+    examples
+        Further (H, W) images, one panel each.
+    width
+        Figure width in inches.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        One row of panels.
+    """
     panels = [mean_image, *examples]
     cell = min(width / (len(panels) + 0.1), 2.6)
     fig = _figure(width, cell + 0.35)
@@ -268,7 +353,20 @@ def lung_template(mean_image: np.ndarray, lung_mask: np.ndarray, border_mask: np
 
 @_styled
 def first_layer_filters(filters: np.ndarray, *, width: float = MAX_WIDTH) -> Figure:
-    """The first convolution's 3x3 kernels, one grey square each (symmetric scale around 0)."""
+    """The first convolution's 3x3 kernels, one grey square each (symmetric scale around 0).
+
+    Parameters
+    ----------
+    filters
+        (C, 3, 3) kernels, 16 a row.
+    width
+        Figure width in inches.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The kernels, each titled with its channel.
+    """
     n = len(filters)
     ncols = min(n, 16)
     nrows = int(np.ceil(n / ncols))
@@ -287,7 +385,22 @@ def first_layer_filters(filters: np.ndarray, *, width: float = MAX_WIDTH) -> Fig
 @_styled
 def feature_visualisation(images: Mapping[str, np.ndarray], channels: Mapping[str, Sequence[int]], *,
                           width: float = MAX_WIDTH) -> Figure:
-    """Activation-maximisation images (contrast-stretched): rows are blocks, columns the channels."""
+    """Activation-maximisation images (contrast-stretched): rows are blocks, columns the channels.
+
+    Parameters
+    ----------
+    images
+        ``{block: [(H, W) image per channel]}``.
+    channels
+        ``{block: [channel index per image]}``, for the titles.
+    width
+        Largest figure width in inches (cells are at most 1.6 in).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The grid of images.
+    """
     blocks = list(images)
     ncols = max(len(images[b]) for b in blocks)
     cell = min(width / (ncols + 0.3), (MAX_HEIGHT - 0.3) / len(blocks), 1.6)
@@ -309,7 +422,22 @@ def feature_visualisation(images: Mapping[str, np.ndarray], channels: Mapping[st
 @_styled
 def top_patches(patches: Mapping[str, np.ndarray], channels: Mapping[str, Sequence[int]], *,
                 width: float = MAX_WIDTH) -> Figure:
-    """The most exciting training patches: rows are blocks, groups of columns the channels."""
+    """The most exciting training patches: rows are blocks, groups of columns the channels.
+
+    Parameters
+    ----------
+    patches
+        ``{block: (C, k, P, P) uint8}``: the top ``k`` patches of each of ``C`` channels.
+    channels
+        ``{block: [channel index]}``, for the titles.
+    width
+        Figure width in inches.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The patches, each group titled with its block and channel.
+    """
     blocks = list(patches)
     n_channels = max(p.shape[0] for p in patches.values())
     k = max(p.shape[1] for p in patches.values())
@@ -338,6 +466,13 @@ def class_channel_patches(patches: np.ndarray, table: pd.DataFrame, *, width: fl
         (R, k, P, P) uint8, one row per row of ``table``.
     table
         The ``class_channels`` table (``class, channel, d``).
+    width
+        Largest figure width in inches.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        One row of patches per channel, labelled in its class colour.
     """
     rows, k = patches.shape[:2]
     cell = min(width / (k + 1.6), (MAX_HEIGHT - 0.2) / max(rows, 1))
