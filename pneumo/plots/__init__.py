@@ -32,5 +32,5 @@ from pneumo.plots.style import (
     style,  # the context manager: binds over the submodule of the same name
 )
 
-__all__ = ["OKABE_ITO", "CLASS_COLOURS", "SPLIT_COLOURS", "MAX_WIDTH", "class_colour", "style",
+__all__ = ["OKABE_ITO", "CLASS_COLOURS", "SPLIT_COLOURS", "MAX_WIDTH", "STYLE", "class_colour", "style",
            *classification.__all__]
