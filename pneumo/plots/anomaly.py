@@ -1,8 +1,9 @@
 """Figures of Task 3 (anomaly detection with autoencoders): score histograms, ROC curves of
 every variant, reconstructions with their residual heat maps, and training curves.
 
-Same conventions as :mod:`pneumo.plots`: each function returns a new matplotlib Figure no
-wider than :data:`pneumo.plots.MAX_WIDTH`, built without pyplot.
+Same conventions as every figure module: each function returns a new matplotlib Figure no
+wider than :data:`pneumo.plots.style.MAX_WIDTH`, built without pyplot in the shared style of
+:mod:`pneumo.plots.style`.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from pneumo.plots import MAX_WIDTH, OKABE_ITO, _figure, _hide_image_axes, _imshow, _styled, class_colour
+from pneumo.plots.style import (MAX_WIDTH, OKABE_ITO, _figure, _hide_image_axes, _hide_unused, _imshow, _styled,
+                                class_colour)
 
 __all__ = ["score_histograms", "variant_roc_curves", "reconstruction_examples", "ae_training_curves"]
 
@@ -46,8 +48,20 @@ def score_histograms(scores: pd.DataFrame, column: str, threshold: float, *, spl
         The score column to show.
     threshold
         Decision threshold, drawn as a vertical line (chosen on validation normals).
+    split
+        The split whose images are shown.
+    bins
+        Number of bins over the 0.5-99.5 percentile range (widened to the threshold);
+        scores outside it are clipped into the end bins.
+    width, height
+        Figure size in inches (the width at most :data:`MAX_WIDTH`).
     title, xlabel
         Axis title (default: the split) and score name (default: the column).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        One panel, a filled density histogram per class.
     """
     rows = scores[scores["split"] == split]
     values = rows[column].to_numpy(dtype=float)
@@ -88,15 +102,25 @@ def variant_roc_curves(scores: pd.DataFrame, variants: Sequence[str], score_name
     Parameters
     ----------
     scores
-        The entry's ``scores`` table; columns named ``"<variant>/<score>"``.
+        The entry's ``scores`` table; ``split``, ``binary`` (1 = pneumonia) and columns
+        named ``"<variant>/<score>"``.
     variants
         Autoencoder variants (one line each, same colour in every panel).
     score_names
-        Scores, one panel each.
+        Scores, one panel each (three panels a row).
+    split
+        The split whose images are scored.
     chosen
         ``"<variant>/<score>"`` of the chosen pair: drawn thicker.
     extra
         Further columns (comparators) added to the first panel.
+    width
+        Figure width in inches; the height follows from square panels (at most 9 in).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The panels, each legend giving every curve's ROC AUC.
     """
     rows = scores[scores["split"] == split]
     y = rows["binary"].to_numpy()
@@ -121,8 +145,7 @@ def variant_roc_curves(scores: pd.DataFrame, variants: Sequence[str], score_name
         ax.set_title(SCORE_NAMES.get(score, score))
         ax.set_aspect("equal")
         ax.legend(loc="lower right", fontsize=5.5, handlelength=1.2)
-    for ax in axes[n:]:
-        ax.set_visible(False)
+    _hide_unused(axes, n)
     for ax in axes[:n]:
         if ax.get_subplotspec().is_last_row() or ax is axes[n - 1]:
             ax.set_xlabel("false positive rate")
@@ -137,6 +160,8 @@ def reconstruction_examples(inputs: np.ndarray, reconstructions: np.ndarray, res
                             width: float = MAX_WIDTH) -> Figure:
     """Input, reconstruction and squared-residual heat map, one row per example image.
 
+    Two examples share a row when there is an even number of more than two.
+
     Parameters
     ----------
     inputs
@@ -150,6 +175,13 @@ def reconstruction_examples(inputs: np.ndarray, reconstructions: np.ndarray, res
         Class of each image (row title).
     scores
         Optional anomaly score of each image, shown in the row title.
+    width
+        Figure width in inches; the height follows from the cells (at most 9 in).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The image triples and one colour bar for the residuals.
     """
     n = len(inputs)
     pairs_per_row = 2 if n % 2 == 0 and n > 2 else 1
@@ -173,8 +205,7 @@ def reconstruction_examples(inputs: np.ndarray, reconstructions: np.ndarray, res
         ax_in.set_title(f"input: {labels[i]}{score}", fontsize=6.5, color=class_colour(labels[i]))
         ax_rec.set_title("reconstruction\n", fontsize=6.5)
         ax_res.set_title("squared\nresidual", fontsize=6.5)
-    for ax in axes.ravel()[3 * n:]:
-        ax.set_visible(False)
+    _hide_unused(axes, 3 * n)
     if image is not None:
         fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.6, label="squared residual")
     return fig
@@ -182,7 +213,21 @@ def reconstruction_examples(inputs: np.ndarray, reconstructions: np.ndarray, res
 
 @_styled
 def ae_training_curves(history: pd.DataFrame, *, width: float = MAX_WIDTH, height: float = 2.5) -> Figure:
-    """Training and validation reconstruction loss per epoch of every autoencoder variant."""
+    """Training and validation reconstruction loss per epoch of every autoencoder variant.
+
+    Parameters
+    ----------
+    history
+        One row per variant and epoch: ``variant``, ``epoch``, ``train_loss``, ``val_loss``.
+    width, height
+        Figure size in inches (the width at most :data:`MAX_WIDTH`).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Training (left) and validation (right) losses on a log scale; a dot marks each
+        variant's best validation epoch.
+    """
     fig = _figure(width, height)
     left, right = fig.subplots(1, 2, sharey=True)
     for i, (variant, h) in enumerate(history.groupby("variant", sort=False)):

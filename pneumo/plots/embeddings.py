@@ -9,7 +9,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from pneumo.plots import OKABE_ITO, _figure, _imshow, _styled, class_colour
+from pneumo.plots.style import OKABE_ITO, _figure, _hide_unused, _imshow, _styled, class_colour
 
 __all__ = ["knn_k_curves", "tsne_maps", "retrieval_gallery"]
 
@@ -33,6 +33,15 @@ def knn_k_curves(grid: pd.DataFrame, titles: Mapping[tuple[str, str], str], *,
         ``scaling`` and the validation scores; the first row of each pair is the chosen one.
     titles
         Panel title per ``(representation, question)``, in panel order.
+    metric
+        The score column to plot.
+    label
+        Axis label of the score.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Two panels a row, one line per distance and scaling, the chosen setting circled.
     """
     pairs = list(titles)
     ncols = 2
@@ -52,8 +61,7 @@ def knn_k_curves(grid: pd.DataFrame, titles: Mapping[tuple[str, str], str], *,
         ax.set_xscale("log")
         ax.set_title(titles[pair])
         ax.set_ylabel(label if ax in axes[:, 0] else "")
-    for ax in axes.flat[len(pairs):]:
-        ax.set_visible(False)
+    _hide_unused(axes, len(pairs))
     for ax in axes[-1]:
         ax.set_xlabel("k (neighbours, log scale)")
     handles, labels = axes.flat[0].get_legend_handles_labels()
@@ -84,6 +92,11 @@ def tsne_maps(maps: Mapping[str, np.ndarray], split: np.ndarray, colour_by: Mapp
         Colour per category (default: the class colours).
     show_train
         Draw the training points (in their category colour, faint) under the test points.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        One panel per representation and a shared legend below.
     """
     names = list(maps)
     fig = _figure(6.3, 2.55)
@@ -124,6 +137,11 @@ def retrieval_gallery(images: Sequence[np.ndarray], gallery: pd.DataFrame) -> Fi
     gallery
         The ``gallery`` table: ``query``, ``rank`` (0 = the query itself), ``label``,
         ``distance``.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        One row per query, the query framed; each neighbour titled with its rank, class and distance.
     """
     queries = list(dict.fromkeys(gallery["query"]))
     ncols = int(gallery["rank"].max()) + 1

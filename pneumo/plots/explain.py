@@ -1,7 +1,7 @@
 """Figures of Task 4 (explanations): overlays, sanity checks, lung template, neurons.
 
 Every function returns a :class:`matplotlib.figure.Figure` at most :data:`MAX_WIDTH` wide and
-9 inches tall, built without pyplot (see :mod:`pneumo.plots`).
+9 inches tall, built without pyplot in the shared style of :mod:`pneumo.plots.style`.
 
 Overlays share one colour scale: each map's positive part (evidence *for* the explained
 class) is divided by the map's own 99th percentile of positive values and clipped to
@@ -21,7 +21,8 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from scipy import ndimage
 
-from pneumo.plots import MAX_WIDTH, OKABE_ITO, _figure, _hide_image_axes, _imshow, _styled
+from pneumo.plots.style import (MAX_WIDTH, OKABE_ITO, _figure, _hide_image_axes, _hide_unused, _imshow, _styled,
+                                class_colour)
 
 __all__ = ["overlay_scale", "attribution_overlays", "gradcam_depth", "block_shares", "randomisation_curves",
            "randomisation_maps", "perturbation_curves", "lung_template", "first_layer_filters",
@@ -38,7 +39,20 @@ NETWORK_LABELS = {"binary": "1a", "multiclass": "1b"}
 
 
 def overlay_scale(attribution: np.ndarray, *, smooth: float = 0.0) -> np.ndarray:
-    """A map's positive part on the shared [0, 1] scale (see the module notes)."""
+    """A map's positive part on the shared [0, 1] scale (see the module notes).
+
+    Parameters
+    ----------
+    attribution
+        (H, W) attribution map.
+    smooth
+        Standard deviation, in pixels, of a Gaussian smoothing applied first (0: none).
+
+    Returns
+    -------
+    numpy.ndarray
+        (H, W) float64 in [0, 1]: the positive part divided by its 99th percentile.
+    """
     a = np.asarray(attribution, np.float64)
     if smooth:
         a = ndimage.gaussian_filter(a, smooth)
@@ -69,6 +83,24 @@ def _smooth_for(method: str, smooth: float) -> float:
     return 0.0 if method.startswith("gradcam") else smooth
 
 
+def _xray_rows(images: Sequence[np.ndarray], labels: Sequence[str], ncols: int, *, width: float,
+               margin: float = 0.2, title_size: float = 6.5) -> tuple[Figure, np.ndarray]:
+    """A grid of overlays: one row per X-ray, drawn and labelled in the first column.
+
+    The cells are square, as wide as ``width`` allows (plus ``margin`` cells) and short
+    enough for :data:`MAX_HEIGHT` with room for the colour bar; the caller fills columns 1+.
+    """
+    n = len(images)
+    cell = min(width / (ncols + margin), (MAX_HEIGHT - 0.9) / max(n, 1))
+    fig = _figure(width, cell * n + 0.9)
+    axes = fig.subplots(n, ncols, squeeze=False)
+    for i in range(n):
+        _imshow(axes[i, 0], images[i])
+        axes[i, 0].set_ylabel(labels[i], fontsize=5.5)
+    axes[0, 0].set_title("X-ray", fontsize=title_size)
+    return fig, axes
+
+
 @_styled
 def attribution_overlays(images: np.ndarray, maps: Mapping[str, Mapping[str, np.ndarray]], *,
                          row_labels: Sequence[str], mask: np.ndarray | None = None, smooth: float = 1.0,
@@ -85,21 +117,23 @@ def attribution_overlays(images: np.ndarray, maps: Mapping[str, Mapping[str, np.
         One short label per row (true class, predictions).
     mask
         Optional lung template drawn as a thin contour.
+    smooth
+        Gaussian smoothing, in pixels, of the per-pixel methods (Grad-CAM is not smoothed).
+    width
+        Figure width in inches; the height follows from square cells (at most :data:`MAX_HEIGHT`).
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The grid and one colour bar for every overlay.
     """
     columns = [(net, method) for net, per in maps.items() for method in per]
-    n, ncols = len(images), 1 + len(columns)
-    cell = min(width / (ncols + 0.2), (MAX_HEIGHT - 0.9) / max(n, 1))
-    fig = _figure(width, cell * n + 0.9)
-    axes = fig.subplots(n, ncols, squeeze=False)
-    for i in range(n):
-        _imshow(axes[i, 0], images[i])
-        axes[i, 0].set_ylabel(row_labels[i], fontsize=5.5)
+    fig, axes = _xray_rows(images, row_labels, 1 + len(columns), width=width)
+    for i in range(len(images)):
         for j, (net, method) in enumerate(columns, start=1):
             _overlay(axes[i, j], images[i], maps[net][method][i], smooth=_smooth_for(method, smooth), mask=mask)
             if i == 0:
                 axes[i, j].set_title(f"network {NETWORK_LABELS.get(net, net)}\n{SHORT_LABELS.get(method, method)}",
                                      fontsize=6.5)
-    axes[0, 0].set_title("X-ray", fontsize=6.5)
     _colourbar(fig, axes)
     return fig
 
@@ -115,21 +149,25 @@ def gradcam_depth(images: np.ndarray, blocks: Mapping[str, Mapping[str, np.ndarr
         (N, H, W) uint8, shown for every network.
     blocks
         ``{network: {block: (N, H, W)}}``.
+    row_labels
+        One short label per image.
+    width
+        Figure width in inches; the height follows from square cells (at most :data:`MAX_HEIGHT`).
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The grid and one colour bar for every overlay.
     """
     rows = [(net, i) for net in blocks for i in range(len(images))]
     names = list(next(iter(blocks.values())))
-    ncols = 1 + len(names)
-    cell = min(width / (ncols + 0.3), (MAX_HEIGHT - 0.9) / max(len(rows), 1))
-    fig = _figure(width, cell * len(rows) + 0.9)
-    axes = fig.subplots(len(rows), ncols, squeeze=False)
+    fig, axes = _xray_rows([images[i] for _, i in rows],
+                           [f"network {NETWORK_LABELS.get(net, net)}\n{row_labels[i]}" for net, i in rows],
+                           1 + len(names), width=width, margin=0.3, title_size=7)
     for r, (net, i) in enumerate(rows):
-        _imshow(axes[r, 0], images[i])
-        axes[r, 0].set_ylabel(f"network {NETWORK_LABELS.get(net, net)}\n{row_labels[i]}", fontsize=5.5)
         for j, name in enumerate(names, start=1):
             _overlay(axes[r, j], images[i], blocks[net][name][i])
             if r == 0:
                 axes[r, j].set_title(name, fontsize=7)
-    axes[0, 0].set_title("X-ray", fontsize=7)
     _colourbar(fig, axes)
     return fig
 
@@ -145,6 +183,13 @@ def block_shares(shares: pd.DataFrame, *, lung_area: float, border_area: float, 
         Columns ``network, block, lungs, border`` (means over the images).
     lung_area, border_area
         Area fractions of the regions: what a uniform map would give.
+    width, height
+        Figure size in inches (the width at most :data:`MAX_WIDTH`).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Two panels (lungs, border), one line per network.
     """
     fig = _figure(width, height)
     axes = fig.subplots(1, 2, sharey=True)
@@ -169,6 +214,13 @@ def randomisation_curves(table: pd.DataFrame, *, width: float = MAX_WIDTH, heigh
     ----------
     table
         The ``randomisation`` table (``network, method, stage, randomised, rho``).
+    width, height
+        Figure size in inches (the width at most :data:`MAX_WIDTH`).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        One panel per network, one line per method with its min-max range shaded.
     """
     networks = list(dict.fromkeys(table["network"]))
     fig = _figure(width, height)
@@ -197,22 +249,34 @@ def randomisation_curves(table: pd.DataFrame, *, width: float = MAX_WIDTH, heigh
 @_styled
 def randomisation_maps(images: np.ndarray, trained: Mapping[str, np.ndarray], randomised: Mapping[str, np.ndarray],
                        *, row_labels: Sequence[str], smooth: float = 1.0, width: float = MAX_WIDTH) -> Figure:
-    """Trained versus fully randomised maps, side by side per method (rows: images)."""
+    """Trained versus fully randomised maps, side by side per method (rows: images).
+
+    Parameters
+    ----------
+    images
+        (N, H, W) uint8.
+    trained, randomised
+        ``{method: (N, H, W)}`` of the trained and of the fully re-initialised network.
+    row_labels
+        One short label per row.
+    smooth
+        Gaussian smoothing, in pixels, of the per-pixel methods (Grad-CAM is not smoothed).
+    width
+        Figure width in inches; the height follows from square cells (at most :data:`MAX_HEIGHT`).
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The grid and one colour bar for every overlay.
+    """
     methods = list(trained)
-    n, ncols = len(images), 1 + 2 * len(methods)
-    cell = min(width / (ncols + 0.2), (MAX_HEIGHT - 0.9) / max(n, 1))
-    fig = _figure(width, cell * n + 0.9)
-    axes = fig.subplots(n, ncols, squeeze=False)
-    for i in range(n):
-        _imshow(axes[i, 0], images[i])
-        axes[i, 0].set_ylabel(row_labels[i], fontsize=5.5)
+    fig, axes = _xray_rows(images, row_labels, 1 + 2 * len(methods), width=width)
+    for i in range(len(images)):
         for k, method in enumerate(methods):
             for j, (kind, maps) in enumerate((("trained", trained), ("random", randomised))):
                 ax = axes[i, 1 + 2 * k + j]
                 _overlay(ax, images[i], maps[method][i], smooth=_smooth_for(method, smooth))
                 if i == 0:
                     ax.set_title(f"{SHORT_LABELS.get(method, method)}\n{kind}", fontsize=6.5)
-    axes[0, 0].set_title("X-ray", fontsize=6.5)
     _colourbar(fig, axes)
     return fig
 
@@ -226,6 +290,13 @@ def perturbation_curves(curves: Mapping[str, Mapping[str, Mapping[str, np.ndarra
     ----------
     curves
         ``{network: {method: {"deletion": (N, S+1), "insertion": (N, S+1)}}}``.
+    width, height
+        Figure size in inches (the width at most :data:`MAX_WIDTH`).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Deletion (left) and insertion (right) panels per network.
     """
     fig = _figure(width, height)
     axes = fig.subplots(len(curves), 2, sharex=True, sharey=True, squeeze=False)
@@ -249,7 +320,24 @@ def perturbation_curves(curves: Mapping[str, Mapping[str, Mapping[str, np.ndarra
 @_styled
 def lung_template(mean_image: np.ndarray, lung_mask: np.ndarray, border_mask: np.ndarray,
                   examples: Sequence[np.ndarray] = (), *, width: float = MAX_WIDTH) -> Figure:
-    """The lung template and border frame on the mean training image and on examples."""
+    """The lung template and border frame on the mean training image and on examples.
+
+    Parameters
+    ----------
+    mean_image
+        (H, W) mean training image, on the 0-255 scale.
+    lung_mask, border_mask
+        (H, W) boolean masks, drawn as contours.
+    examples
+        Further (H, W) images, one panel each.
+    width
+        Figure width in inches.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        One row of panels.
+    """
     panels = [mean_image, *examples]
     cell = min(width / (len(panels) + 0.1), 2.6)
     fig = _figure(width, cell + 0.35)
@@ -265,7 +353,20 @@ def lung_template(mean_image: np.ndarray, lung_mask: np.ndarray, border_mask: np
 
 @_styled
 def first_layer_filters(filters: np.ndarray, *, width: float = MAX_WIDTH) -> Figure:
-    """The first convolution's 3x3 kernels, one grey square each (symmetric scale around 0)."""
+    """The first convolution's 3x3 kernels, one grey square each (symmetric scale around 0).
+
+    Parameters
+    ----------
+    filters
+        (C, 3, 3) kernels, 16 a row.
+    width
+        Figure width in inches.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The kernels, each titled with its channel.
+    """
     n = len(filters)
     ncols = min(n, 16)
     nrows = int(np.ceil(n / ncols))
@@ -273,44 +374,70 @@ def first_layer_filters(filters: np.ndarray, *, width: float = MAX_WIDTH) -> Fig
     fig = _figure(width, cell * nrows + 0.35)
     axes = fig.subplots(nrows, ncols, squeeze=False)
     top = float(np.abs(filters).max()) or 1.0
-    for k, ax in enumerate(axes.ravel()):
+    for k, ax in enumerate(axes.flat[:n]):
         _hide_image_axes(ax)
-        if k < n:
-            ax.imshow(filters[k], cmap="RdBu_r", vmin=-top, vmax=top, interpolation="nearest")
-            ax.set_title(str(k), fontsize=6)
-        else:
-            ax.set_visible(False)
+        ax.imshow(filters[k], cmap="RdBu_r", vmin=-top, vmax=top, interpolation="nearest")
+        ax.set_title(str(k), fontsize=6)
+    _hide_unused(axes, n)
     return fig
 
 
 @_styled
 def feature_visualisation(images: Mapping[str, np.ndarray], channels: Mapping[str, Sequence[int]], *,
                           width: float = MAX_WIDTH) -> Figure:
-    """Activation-maximisation images (contrast-stretched): rows are blocks, columns the channels."""
+    """Activation-maximisation images (contrast-stretched): rows are blocks, columns the channels.
+
+    Parameters
+    ----------
+    images
+        ``{block: [(H, W) image per channel]}``.
+    channels
+        ``{block: [channel index per image]}``, for the titles.
+    width
+        Largest figure width in inches (cells are at most 1.6 in).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The grid of images.
+    """
     blocks = list(images)
     ncols = max(len(images[b]) for b in blocks)
     cell = min(width / (ncols + 0.3), (MAX_HEIGHT - 0.3) / len(blocks), 1.6)
     fig = _figure(cell * (ncols + 0.3), cell * len(blocks) + 0.2)
     axes = fig.subplots(len(blocks), ncols, squeeze=False)
     for r, block in enumerate(blocks):
-        for c in range(ncols):
+        for c, image in enumerate(images[block]):
             ax = axes[r, c]
-            if c < len(images[block]):
-                # Contrast stretched per image (1st-99th percentile): the pattern, not its level.
-                image = np.asarray(images[block][c], np.float64)
-                low, high = np.percentile(image, [1, 99])
-                ax.imshow(np.clip((image - low) / max(high - low, 1e-9), 0, 1), cmap="gray", vmin=0, vmax=1)
-                _hide_image_axes(ax)
-                ax.set_title(f"{block} ch {channels[block][c]}", fontsize=6.5)
-            else:
-                ax.set_visible(False)
+            # Contrast stretched per image (1st-99th percentile): the pattern, not its level.
+            image = np.asarray(image, np.float64)
+            low, high = np.percentile(image, [1, 99])
+            ax.imshow(np.clip((image - low) / max(high - low, 1e-9), 0, 1), cmap="gray", vmin=0, vmax=1)
+            _hide_image_axes(ax)
+            ax.set_title(f"{block} ch {channels[block][c]}", fontsize=6.5)
+        _hide_unused(axes[r], len(images[block]))
     return fig
 
 
 @_styled
 def top_patches(patches: Mapping[str, np.ndarray], channels: Mapping[str, Sequence[int]], *,
                 width: float = MAX_WIDTH) -> Figure:
-    """The most exciting training patches: rows are blocks, groups of columns the channels."""
+    """The most exciting training patches: rows are blocks, groups of columns the channels.
+
+    Parameters
+    ----------
+    patches
+        ``{block: (C, k, P, P) uint8}``: the top ``k`` patches of each of ``C`` channels.
+    channels
+        ``{block: [channel index]}``, for the titles.
+    width
+        Figure width in inches.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The patches, each group titled with its block and channel.
+    """
     blocks = list(patches)
     n_channels = max(p.shape[0] for p in patches.values())
     k = max(p.shape[1] for p in patches.values())
@@ -339,9 +466,14 @@ def class_channel_patches(patches: np.ndarray, table: pd.DataFrame, *, width: fl
         (R, k, P, P) uint8, one row per row of ``table``.
     table
         The ``class_channels`` table (``class, channel, d``).
-    """
-    from pneumo.plots import class_colour
+    width
+        Largest figure width in inches.
 
+    Returns
+    -------
+    matplotlib.figure.Figure
+        One row of patches per channel, labelled in its class colour.
+    """
     rows, k = patches.shape[:2]
     cell = min(width / (k + 1.6), (MAX_HEIGHT - 0.2) / max(rows, 1))
     fig = _figure(cell * (k + 0.9), cell * rows + 0.2)
