@@ -18,15 +18,14 @@ def test_every_public_name_is_re_exported():
     assert pneumo.plots.MAX_WIDTH == MAX_WIDTH and pneumo.plots.STYLE is STYLE
 
 
-def test_style_is_the_context_manager_and_its_module_still_imports():
-    from pneumo.plots.style import OKABE_ITO, style
+def test_style_module_and_context_manager():
+    import matplotlib as mpl
 
-    # The function binds over the submodule's name: `from pneumo.plots import style` and
-    # `import pneumo.plots.style as s` give the function; import the module's names directly.
-    assert pneumo.plots.style is style
-    with pneumo.plots.style():
-        pass
-    assert OKABE_ITO["black"] == "#000000"
+    from pneumo.plots import style
+
+    assert style.OKABE_ITO["black"] == "#000000"  # the module, not shadowed by a function
+    with pneumo.plots.use_style():
+        assert all(mpl.rcParams[k] == v for k, v in style.STYLE.items() if not isinstance(v, (list, tuple)))
 
 
 def test_no_figure_module_imports_its_package():

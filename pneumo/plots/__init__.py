@@ -13,9 +13,7 @@ Modules:
 - :mod:`pneumo.plots.embeddings`, :mod:`pneumo.plots.anomaly`, :mod:`pneumo.plots.explain`:
   Tasks 2 to 4 (imported by name: ``from pneumo.plots import anomaly``).
 
-``pneumo.plots.style`` is the context manager :func:`pneumo.plots.style.style`, which
-shadows the submodule's name as an attribute of this package; import the module's contents
-with ``from pneumo.plots.style import ...``.
+``with pneumo.plots.use_style():`` gives ad-hoc figures the same look.
 """
 
 from __future__ import annotations
@@ -29,8 +27,8 @@ from pneumo.plots.style import (
     SPLIT_COLOURS,
     STYLE,
     class_colour,
-    style,  # the context manager: binds over the submodule of the same name
+    use_style,
 )
 
-__all__ = ["OKABE_ITO", "CLASS_COLOURS", "SPLIT_COLOURS", "MAX_WIDTH", "STYLE", "class_colour", "style",
+__all__ = ["OKABE_ITO", "CLASS_COLOURS", "SPLIT_COLOURS", "MAX_WIDTH", "STYLE", "class_colour", "use_style",
            *classification.__all__]

@@ -98,10 +98,8 @@ def class_colour(name: str, index: int = 0) -> str:
 
 
 @contextlib.contextmanager
-def style() -> Iterator[None]:
+def use_style() -> Iterator[None]:
     """The report's matplotlib style as a context manager, for ad-hoc figures.
-
-    Re-exported as ``pneumo.plots.style`` (the function, not this module).
 
     Yields
     ------
