@@ -34,13 +34,12 @@ from pneumo.metrics import (
     multiclass_metrics,
 )
 from pneumo.models import INTENSITY_MODES, architecture_table, build_model, count_parameters
-from pneumo.results import Entry, ResultCache, cache_key
+from pneumo.results import Entry, ResultCache
+from pneumo.runner import task_spec
 from pneumo.training import predict_proba, stop_if_interrupted, train_classifier
 
 log = logging.getLogger(__name__)
 
-# Modules whose source decides a trained model's numbers (their edits invalidate entries).
-CODE = ["pneumo.classification", "pneumo.data", "pneumo.models", "pneumo.training", "pneumo.metrics"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -199,11 +198,10 @@ def train_variant(
                 "arch": arch, "epochs": epochs, "init": init_key}
     for unused in ("grid", "grid_epochs", "bootstrap", "comparators", "profile"):
         settings.pop(unused, None)
-    key = cache_key(f"{task}-variant", settings, data.fingerprint, CODE)
-    entry = cache.entry(f"{task}-variant", key)
+    entry = cache.lookup(f"{task}-variant", settings, data.fingerprint, task_spec(task).code)
     if entry.exists and not config.force:
-        log.info("variant %s: cached at %s", changes or "baseline", entry.path)
         return entry
+    key = entry.key
 
     device = pick_device(config.device)
     seed_everything(config.seed)
@@ -270,7 +268,7 @@ def run_classification(config: ClassifierConfig, *, compute: bool = True) -> Ent
     if isinstance(config, MulticlassConfig) and config.init == "binary":
         binary_entry = run_classification(binary_config_for(config), compute=compute)
         if not binary_entry.exists:
-            return binary_entry  # 1b's key depends on the 1a model, which is not computed yet
+            return binary_entry  # upstream not computed yet (compute=False): 1b's key needs it
         chosen = binary_entry.load_model()
         # 1b inherits 1a's chosen architecture and resolution, then improves on it.
         inherit = {k: chosen["config"][k] for k in ("width", "depth", "convs_per_block", "resolution")}
@@ -281,12 +279,10 @@ def run_classification(config: ClassifierConfig, *, compute: bool = True) -> Ent
             if config.resolution != data.resolution:
                 data = _load_like(config, cache)
 
-    key = cache_key(task, {**config.key_dict(), "init": init_key}, data.fingerprint, CODE)
-    entry = cache.entry(task, key)
+    entry = cache.lookup(task, {**config.key_dict(), "init": init_key}, data.fingerprint, task_spec(task).code)
     if (entry.exists and not config.force) or not compute:
-        if entry.exists:
-            log.info("%s: cached result at %s", task, entry.path)
         return entry
+    key = entry.key
 
     with cache.write(task, key, reuse=not config.force) as out:
         if out is None:  # computed meanwhile by another process

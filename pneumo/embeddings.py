@@ -32,14 +32,13 @@ from pneumo.config import PROFILES, TaskConfig, param
 from pneumo.data import BINARY_CLASSES, CLASSES, XrayDataset
 from pneumo.device import configure_threads, pick_device
 from pneumo.metrics import binary_metrics, metrics_table, multiclass_metrics
-from pneumo.results import Entry, ResultCache, cache_key
+from pneumo.results import Entry, ResultCache
+from pneumo.runner import task_spec
 from pneumo.training import extract_features
-from pneumo.upstream import classifier_entries, entry_dataset, load_classifier, upstream_keys
+from pneumo.upstream import classifier_entries, entry_dataset, first_missing, load_classifier, upstream_keys
 
 log = logging.getLogger(__name__)
 
-# Modules whose source decides this task's numbers (Task 1's own code is in its entry keys).
-CODE = ["pneumo.embeddings", "pneumo.data", "pneumo.metrics", "pneumo.training", "pneumo.upstream"]
 
 #: Representations of an image: the two networks' ``features(x)`` and the raw-pixel baseline.
 REPRESENTATIONS = {"net_1a": "Task 1a network", "net_1b": "Task 1b network", "pixels": "raw pixels"}
@@ -266,14 +265,15 @@ def run_embeddings(config: EmbeddingsConfig, *, compute: bool = True) -> Entry:
     cache = ResultCache(config.cache, writable=compute)
     networks = classifier_entries(config.profile, data=config.data, cache=config.cache,
                                   device=config.device, num_workers=config.num_workers, compute=compute)
-    missing = [entry for entry in networks.values() if not entry.exists]
-    if missing:
-        return missing[0]  # not computed yet (compute=False): nothing to look up
+    missing = first_missing(networks)
+    if missing is not None:
+        return missing  # upstream not computed yet (compute=False): nothing to look up
     data_1a = entry_dataset(networks["binary"], config.num_workers, data=config.data, cache=config.cache)
-    key = cache_key("embeddings", {**config.key_dict(), **upstream_keys(networks)}, data_1a.fingerprint, CODE)
-    entry = cache.entry("embeddings", key)
+    entry = cache.lookup("embeddings", {**config.key_dict(), **upstream_keys(networks)}, data_1a.fingerprint,
+                         task_spec("embeddings").code)
     if (entry.exists and not config.force) or not compute:
         return entry
+    key = entry.key
 
     device = pick_device(config.device)
     with cache.write("embeddings", key, reuse=not config.force) as out:

@@ -185,6 +185,11 @@ class Entry:
     def __repr__(self) -> str:
         return f"Entry({str(self.path)!r})"
 
+    @property
+    def key(self) -> str:
+        """The cache key the entry is stored under (its folder's name)."""
+        return self.path.name
+
     def _at_one_version(self, fn):
         """``fn(folder_fd)`` on the entry folder opened once.
 
@@ -470,6 +475,27 @@ class ResultCache:
 
     def entry(self, task: str, key: str) -> Entry:
         return Entry(self.root / task / key)
+
+    def lookup(self, task: str, params: dict[str, Any], data_fingerprint: str, code: Iterable[str]) -> Entry:
+        """The entry of a computation's inputs (it may not exist yet): the one cache lookup.
+
+        Parameters
+        ----------
+        task
+            The entry's kind (a task name, or e.g. ``"binary-variant"``).
+        params, data_fingerprint, code
+            As :func:`cache_key`: the result-relevant settings, the data, and the modules
+            whose source decides the numbers (:attr:`pneumo.runner.TaskSpec.code`).
+
+        Returns
+        -------
+        Entry
+            ``entry.key`` is the key to :meth:`write` it under; a hit is logged.
+        """
+        entry = self.entry(task, cache_key(task, params, data_fingerprint, code))
+        if entry.exists:
+            log.info("%s: cached result at %s", task, entry.path)
+        return entry
 
     def require_writable(self) -> None:
         """Raise :class:`CacheError` when entries cannot be written under the root.

@@ -39,6 +39,8 @@ class TaskSpec:
     script_name: str
     config_path: str
     run_path: str
+    #: Modules whose source enters the task's cache key: editing one recomputes the task.
+    code: tuple[str, ...] = ()
     #: Tasks whose entries this one reads: they are computed first.
     upstream: tuple[str, ...] = ()
 
@@ -64,17 +66,24 @@ def _declare(*specs: TaskSpec) -> dict[str, TaskSpec]:
     return registry
 
 
-#: The task graph: every task in a valid run order, with the tasks it reads.
+#: Modules every task's numbers depend on: data, seeds and precision, pixels, networks, the
+#: training loop, metrics.
+_CORE = ("pneumo.data", "pneumo.device", "pneumo.imaging", "pneumo.models", "pneumo.training", "pneumo.metrics")
+_CLASSIFIER_CODE = ("pneumo.classification", *_CORE)
+
+#: The task graph: every task in a valid run order, with its code and the tasks it reads.
 TASK_REGISTRY: dict[str, TaskSpec] = _declare(
     TaskSpec("binary", "binary.py", "pneumo.classification:BinaryConfig",
-             "pneumo.classification:run_classification"),
+             "pneumo.classification:run_classification", code=_CLASSIFIER_CODE),
     TaskSpec("multiclass", "multiclass.py", "pneumo.classification:MulticlassConfig",
-             "pneumo.classification:run_classification", upstream=("binary",)),
+             "pneumo.classification:run_classification", code=_CLASSIFIER_CODE, upstream=("binary",)),
     TaskSpec("embeddings", "embeddings.py", "pneumo.embeddings:EmbeddingsConfig",
-             "pneumo.embeddings:run_embeddings", upstream=("binary", "multiclass")),
-    TaskSpec("anomaly", "anomaly.py", "pneumo.anomaly:AnomalyConfig", "pneumo.anomaly:run_anomaly"),
-    TaskSpec("explain", "explain.py", "pneumo.explain:ExplainConfig", "pneumo.explain:run_explain",
+             "pneumo.embeddings:run_embeddings", code=("pneumo.embeddings", *_CORE, "pneumo.upstream"),
              upstream=("binary", "multiclass")),
+    TaskSpec("anomaly", "anomaly.py", "pneumo.anomaly:AnomalyConfig", "pneumo.anomaly:run_anomaly",
+             code=("pneumo.anomaly", *_CORE)),
+    TaskSpec("explain", "explain.py", "pneumo.explain:ExplainConfig", "pneumo.explain:run_explain",
+             code=("pneumo.explain", *_CORE, "pneumo.upstream"), upstream=("binary", "multiclass")),
 )
 
 

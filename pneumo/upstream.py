@@ -61,6 +61,15 @@ def classifier_entries(
     return entries
 
 
+def first_missing(entries: dict[str, Entry]) -> Entry | None:
+    """The first upstream entry that is not computed yet, or None when all are.
+
+    The one rule for a lookup (``compute=False``) whose upstream is missing: the task returns
+    this entry, which does not exist, so the caller sees "not computed" without a key.
+    """
+    return next((entry for entry in entries.values() if not entry.exists), None)
+
+
 def upstream_keys(entries: dict[str, Entry]) -> dict[str, str]:
     """``{"binary_entry": key, ...}``: the part of a later task's cache key that names its inputs."""
     return {f"{name}_entry": entry.path.name for name, entry in entries.items()}

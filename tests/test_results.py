@@ -1,10 +1,14 @@
 """The results cache: keys, atomic entries, hits and invalidation, damage and concurrency."""
 
+import importlib
 import json
 import logging
 import multiprocessing
 import os
+import re
 import time
+
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -14,6 +18,7 @@ import torch
 import pneumo.results as results
 from pneumo.errors import CacheError
 from pneumo.results import CorruptEntryError, Entry, ResultCache, cache_key, source_hash
+from pneumo.runner import TASK_REGISTRY
 
 
 def _write(cache, key="k1", fail=False):
@@ -77,11 +82,23 @@ def test_key_depends_on_params_data_and_code():
     assert base != cache_key("t", {"a": 1}, "data1", ["pneumo.metrics", "pneumo.config"])
 
 
-def test_plotting_code_is_not_in_the_classification_key():
-    from pneumo.classification import CODE
+#: pneumo modules that cannot change a task's numbers (settings enter the key as params).
+NOT_NUMBERS = ("pneumo.config", "pneumo.errors", "pneumo.results", "pneumo.runner", "pneumo.plots", "pneumo.report")
 
-    assert not any("plots" in m or "report" in m for m in CODE)
-    assert source_hash(CODE) == source_hash(list(reversed(CODE)))
+
+@pytest.mark.parametrize("task", list(TASK_REGISTRY))
+def test_task_key_covers_the_code_its_module_imports(task):
+    """Editing a module a task computes with must recompute it; plotting and report code must not."""
+    spec = TASK_REGISTRY[task]
+    module = importlib.import_module(spec.run_path.split(":")[0])
+    files = [Path(module.__file__)]
+    if files[0].name == "__init__.py":
+        files = sorted(files[0].parent.rglob("*.py"))
+    imported = {m for f in files for m in re.findall(r"^\s*(?:from|import) (pneumo(?:\.\w+)?)", f.read_text(), re.M)}
+    needed = {m for m in imported if not m.startswith(NOT_NUMBERS) and m != "pneumo"}
+    assert needed <= set(spec.code), f"{task}: {sorted(needed - set(spec.code))} missing from its code"
+    assert not [m for m in spec.code if m.startswith(NOT_NUMBERS)]
+    assert source_hash(spec.code) == source_hash(list(reversed(spec.code)))
 
 
 def test_cache_root_from_environment(tmp_path, monkeypatch):
