@@ -85,3 +85,15 @@ def test_default_jobs_follows_the_profile(monkeypatch):
     assert build.default_jobs("cpu") == build.default_jobs("gpu") == 1
     monkeypatch.setattr("pneumo.device.available_cores", lambda: 1)
     assert build.default_jobs("smoke") == 1
+
+
+def test_platform_text_counts_threads_and_names_the_gpu():
+    from types import SimpleNamespace
+
+    from pneumo.report.entries import platform_text
+
+    run = {"torch": "2.14.1", "python": "3.11.7", "platform": "Linux-6.1-x86_64"}
+    assert platform_text(SimpleNamespace(run={**run, "cpu_threads": 1})).startswith("the CPU (1 thread) with")
+    assert "(2 threads)" in platform_text(SimpleNamespace(run={**run, "cpu_threads": 2}))
+    gpu = platform_text(SimpleNamespace(run={**run, "cuda": "NVIDIA H200", "cpu_threads": 16}))
+    assert gpu == "one NVIDIA H200 GPU with PyTorch 2.14.1 and Python 3.11.7 (Linux)"

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from pneumo.errors import UserError
+from pneumo.report.text import plural
 from pneumo.results import PROJECT_ROOT, Entry
 
 __all__ = ["ReportInputError", "ReportEntry", "report_profile", "task_entry", "where", "final_variant",
@@ -250,7 +251,9 @@ def curves_from_arrays(arrays: Mapping[str, np.ndarray], prefixes: Mapping[str, 
 def platform_text(entry: Entry) -> str:
     """Where an entry was computed: ``"one NVIDIA H100 GPU with PyTorch 2.x and Python 3.x (Linux)"``."""
     run = entry.run
-    device = f"one {run['cuda']} GPU" if run.get("cuda") else f"the CPU ({run.get('cpu_threads', '?')} threads)"
+    threads = run.get("cpu_threads")
+    device = (f"one {run['cuda']} GPU" if run.get("cuda")
+              else f"the CPU ({plural(threads, 'thread') if threads is not None else '? threads'})")
     system = str(run.get("platform", "?")).split("-")[0]
     return f"{device} with PyTorch {run.get('torch', '?')} and Python {run.get('python', '?')} ({system})"
 
