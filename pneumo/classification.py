@@ -23,7 +23,7 @@ from typing import Any, Optional
 import numpy as np
 import pandas as pd
 
-from pneumo.config import PROFILES, ConfigError, TaskConfig, param
+from pneumo.config import ConfigError, TaskConfig, common, param
 from pneumo.data import BINARY_CLASSES, CLASSES, XrayDataset, load_dataset
 from pneumo.device import configure_threads, pick_device, seed_everything
 from pneumo.metrics import (
@@ -46,9 +46,8 @@ log = logging.getLogger(__name__)
 class ClassifierConfig(TaskConfig):
     """Shared fields of the Task 1 configs (each task's config stays flat)."""
 
-    profile: str = param("cpu", "smoke | cpu | gpu (auto: smoke on phantoms, else gpu with CUDA, else cpu)", choices=PROFILES)
-    data: Optional[str] = param(None, "data folder in Kaggle layout; None: $PNEUMO_DATA, "
-                                "data/chest_xray, else synthetic phantoms", key=False)
+    profile: str = common("profile")
+    data: Optional[str] = common("data")
     resolution: int = param(128, "input side in pixels", interval="[8, inf)")
     width: int = param(16, "channels of the first block (doubling per block)", interval="[1, inf)")
     depth: int = param(4, "number of convolution blocks", interval="[1, inf)")
@@ -71,14 +70,13 @@ class ClassifierConfig(TaskConfig):
     augment: bool = param(True, "random affine + intensity augmentation on the device")
     label_smoothing: float = param(0.0, "cross-entropy label smoothing", interval="[0, 1)")
     val_fraction: float = param(0.15, "share of train patients held out for validation", interval="(0, 1)")
-    seed: int = param(0, "seed of splits, initialisation, batches and augmentation", interval="[0, inf)")
-    bootstrap: int = param(1000, "patient-bootstrap resamples for confidence intervals", interval="[0, inf)")
+    seed: int = common("seed", help="seed of splits, initialisation, batches and augmentation")
+    bootstrap: int = common("bootstrap")
     comparators: bool = param(True, "add the torchxrayvision DenseNet-121 when its weights are cached")
-    device: str = param("auto", "auto | cpu | cuda | cuda:N | mps", key=False, check=pick_device)
-    num_workers: Optional[int] = param(None, "image decoding processes (None: all cores)", key=False,
-                                       interval="[0, inf)")
-    cache: Optional[str] = param(None, "results folder (None: $PNEUMO_CACHE or results/)", key=False)
-    force: bool = param(False, "recompute even when a cached entry exists", key=False)
+    device: str = common("device")
+    num_workers: Optional[int] = common("num_workers")
+    cache: Optional[str] = common("cache")
+    force: bool = common("force")
 
     def validate(self) -> None:
         # Each block halves the image: fewer pixels than 2**depth leave nothing to pool.

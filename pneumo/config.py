@@ -93,6 +93,37 @@ def param(default: Any, help: str, *, key: bool = True, choices: tuple | None = 
     )
 
 
+def _check_device(name: str) -> None:
+    from pneumo.device import pick_device  # imported here: pneumo.device imports this module
+
+    pick_device(name)
+
+
+#: The fields every task has, declared once (:func:`common`); a task may reword the help.
+COMMON_FIELDS: dict[str, dict[str, Any]] = {
+    "profile": dict(default="cpu", help="smoke | cpu | gpu (auto: smoke on phantoms, else gpu with CUDA, "
+                    "else cpu)", choices=PROFILES),
+    "data": dict(default=None, help="data folder in Kaggle layout; None: $PNEUMO_DATA, data/chest_xray, "
+                 "else synthetic phantoms", key=False),
+    "seed": dict(default=0, help="seed of every random choice", interval="[0, inf)"),
+    "bootstrap": dict(default=1000, help="patient-bootstrap resamples for confidence intervals",
+                      interval="[0, inf)"),
+    "device": dict(default="auto", help="auto | cpu | cuda | cuda:N | mps", key=False, check=_check_device),
+    "num_workers": dict(default=None, help="image decoding processes (None: all cores)", key=False,
+                        interval="[0, inf)"),
+    "cache": dict(default=None, help="results folder (None: $PNEUMO_CACHE or results/)", key=False),
+    "force": dict(default=False, help="recompute even when a cached entry exists", key=False),
+}
+
+
+def common(name: str, **changes: Any):
+    """A field every task has (:data:`COMMON_FIELDS`), e.g. ``seed: int = common("seed", help=...)``.
+
+    ``changes`` override its declaration (usually ``help``, to say what the seed seeds).
+    """
+    return param(**{**COMMON_FIELDS[name], **changes})
+
+
 def _allowed_types(annotation: Any) -> tuple[type, ...]:
     """Concrete Python types accepted for a field annotated as ``annotation`` (resolved)."""
     origin = typing.get_origin(annotation)

@@ -28,7 +28,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from pneumo.config import PROFILES, TaskConfig, param
+from pneumo.config import TaskConfig, common, param
 from pneumo.data import BINARY_CLASSES, CLASSES, XrayDataset
 from pneumo.device import configure_threads, pick_device
 from pneumo.metrics import binary_metrics, metrics_table, multiclass_metrics
@@ -57,10 +57,9 @@ SCALINGS = ("none", "standard")
 class EmbeddingsConfig(TaskConfig):
     """Task 2: k-NN and t-SNE on the ``features(x)`` embeddings of the Task 1 networks."""
 
-    profile: str = param("cpu", "smoke | cpu | gpu (auto: smoke on phantoms, else gpu with CUDA, else cpu); also Task 1's profile",
-                         choices=PROFILES)
-    data: Optional[str] = param(None, "data folder in Kaggle layout; None: $PNEUMO_DATA, "
-                                "data/chest_xray, else synthetic phantoms", key=False)
+    profile: str = common("profile", help="smoke | cpu | gpu (auto: smoke on phantoms, else gpu with CUDA, "
+                         "else cpu); also Task 1's profile")
+    data: Optional[str] = common("data")
     pixel_size: int = param(32, "side of the raw-pixel baseline (images block-averaged to it)",
                             interval="[1, inf)")
     max_k: int = param(51, "largest k tried (odd values of a fixed grid up to it)", interval="[1, inf)")
@@ -71,14 +70,12 @@ class EmbeddingsConfig(TaskConfig):
                              interval="[1, inf)")
     gallery_per_class: int = param(2, "test images per class in the retrieval gallery", interval="[0, inf)")
     gallery_neighbours: int = param(5, "nearest training images shown per gallery image", interval="[1, inf)")
-    seed: int = param(0, "seed of t-SNE, the gallery draw and the bootstrap", interval="[0, inf)")
-    bootstrap: int = param(1000, "patient-bootstrap resamples for confidence intervals", interval="[0, inf)")
-    device: str = param("auto", "auto | cpu | cuda | cuda:N | mps (embedding extraction)", key=False,
-                        check=pick_device)
-    num_workers: Optional[int] = param(None, "image decoding processes (None: all cores)", key=False,
-                                       interval="[0, inf)")
-    cache: Optional[str] = param(None, "results folder (None: $PNEUMO_CACHE or results/)", key=False)
-    force: bool = param(False, "recompute even when a cached entry exists", key=False)
+    seed: int = common("seed", help="seed of t-SNE, the gallery draw and the bootstrap")
+    bootstrap: int = common("bootstrap")
+    device: str = common("device", help="auto | cpu | cuda | cuda:N | mps (embedding extraction)")
+    num_workers: Optional[int] = common("num_workers")
+    cache: Optional[str] = common("cache")
+    force: bool = common("force")
 
     PROFILES = {
         "smoke": dict(pixel_size=16, max_k=21, perplexity=15.0, tsne_iterations=250, bootstrap=200,

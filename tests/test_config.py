@@ -142,3 +142,17 @@ def test_cli_help_shows_the_range(capsys):
     with pytest.raises(SystemExit):
         BinaryConfig.from_cli(["--help"])
     assert "at least 1" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("task", list(TASK_REGISTRY))
+def test_every_task_declares_the_common_fields_through_config_common(task):
+    """profile, data, seed, ... are declared once (config.COMMON_FIELDS), so they cannot drift."""
+    from pneumo.config import COMMON_FIELDS
+
+    fields = {f.name: f for f in dataclasses.fields(task_spec(task).config)}
+    for name, declared in COMMON_FIELDS.items():
+        assert name in fields, f"{task} lacks the common field {name}"
+        meta = fields[name].metadata
+        assert fields[name].default == declared["default"]
+        assert meta["key"] == declared.get("key", True) and meta["check"] is declared.get("check")
+        assert meta["choices"] == declared.get("choices")
