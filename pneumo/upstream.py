@@ -35,6 +35,10 @@ def classifier_entries(
 ) -> dict[str, Entry]:
     """The Task 1a and 1b entries of a profile, computing them when missing.
 
+    A missing entry is computed as ``python tasks/<name>.py`` would through the report: its
+    script runs through papermill (:func:`pneumo.runner.run_task`) and the entry keeps the
+    executed notebook.
+
     Parameters
     ----------
     profile
@@ -49,15 +53,18 @@ def classifier_entries(
     dict
         ``{"binary": Entry, "multiclass": Entry}``.
     """
-    from pneumo.classification import BinaryConfig, MulticlassConfig, run_classification
+    from pneumo.runner import run_task, task_spec
 
     shared = dict(data=data, cache=cache, device=device, num_workers=num_workers)
     entries = {}
-    for name, cls in zip(CLASSIFIER_TASKS, (BinaryConfig, MulticlassConfig)):
-        entry = run_classification(cls.create(profile, **shared), compute=compute)
+    for name in CLASSIFIER_TASKS:
         if compute:
-            log.info("%s network: %s", name, entry.path)
-        entries[name] = entry
+            # As a direct run: the task script through papermill, so the entry has its notebook.
+            entries[name] = run_task(name, profile, **shared)
+            log.info("%s network: %s", name, entries[name].path)
+        else:
+            spec = task_spec(name)
+            entries[name] = spec.run(spec.config.create(profile, **shared), compute=False)
     return entries
 
 

@@ -213,3 +213,16 @@ def test_identical_runs_at_once_train_once(phantom_root, tmp_path):
     assert len({out.strip().splitlines()[-1] for out, _ in outputs}) == 1  # the same entry
     trainings = sum(err.count("pneumo.training: training ") for _, err in outputs)
     assert trainings == 1, [err[-1500:] for _, err in outputs]
+
+
+def test_upstream_networks_are_computed_as_a_direct_run(monkeypatch):
+    """Tasks 2 and 4 get missing Task 1 entries through run_task (papermill: with a notebook)."""
+    from pneumo import runner, upstream
+
+    calls = []
+    monkeypatch.setattr(runner, "run_task", lambda name, profile, **kw: calls.append((name, profile, kw))
+                        or runner.Entry(f"/nowhere/{name}"))
+    entries = upstream.classifier_entries("smoke", data="/d", cache="/c", device="cpu", num_workers=0)
+    assert [c[:2] for c in calls] == [("binary", "smoke"), ("multiclass", "smoke")]
+    assert calls[0][2] == {"data": "/d", "cache": "/c", "device": "cpu", "num_workers": 0}
+    assert list(entries) == list(upstream.CLASSIFIER_TASKS)
