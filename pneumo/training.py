@@ -654,20 +654,7 @@ def extract_features(
 ) -> np.ndarray:
     """Embeddings from ``model.features`` (e.g. for t-SNE or a linear probe).
 
-    Parameters
-    ----------
-    model
-        Network with a ``features(x) -> (B, D)`` method; eval mode, mode restored after.
-    images
-        uint8 (N, H, W) or (N, 1, H, W) array (or tensor).
-    batch_size
-        Images per forward pass.
-    device
-        Where to compute.
-
-    Returns
-    -------
-    numpy.ndarray
-        (N, D) float32.
+    As :func:`predict_proba`, but ``model`` needs a ``features(x) -> (B, D)`` method, and the
+    result is its (N, D) float32 output.
     """
     return _batched_outputs(model, images, batch_size, device, use_features=True)

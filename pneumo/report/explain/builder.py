@@ -12,14 +12,7 @@ from typing import Any, Mapping
 
 from pneumo.report.entries import ReportEntry, platform_text, task_entry, where
 from pneumo.report.explain.images import _figure_inputs, missing_groups_text
-from pneumo.report.explain.layers import (
-    block_shares,
-    class_channel_table,
-    depth_conclusion,
-    depth_text,
-    gradcam_blocks,
-    neuron_text,
-)
+from pneumo.report.explain import layers
 from pneumo.report.explain.names import SHOWN, _network
 from pneumo.report.explain.regions import _regions, data_text
 from pneumo.report.explain.sanity import _sanity
@@ -81,10 +74,10 @@ def explain_section(explain: ReportEntry | None = None, binary: ReportEntry | No
     images, regions = explain.table("images"), explain.table("regions")
     randomisation, channels = explain.table("randomisation"), explain.table("channels")
     class_channels = explain.table("class_channels")
-    blocks = gradcam_blocks(regions)
+    blocks = layers.gradcam_blocks(regions)
     resolution = int(metrics["resolution"])
     lung_area, border_area = float(metrics[f"{SHOWN}_lung_area"]), float(metrics[f"{SHOWN}_border_area"])
-    shares = block_shares(regions)
+    shares = layers.block_shares(regions)
     fields = channels.drop_duplicates("block")["receptive_field"].astype(int)
     times = _phase_seconds(explain.run)
     synthetic = bool(binary.metrics["data_synthetic"])
@@ -109,11 +102,12 @@ def explain_section(explain: ReportEntry | None = None, binary: ReportEntry | No
         **_sanity(explain.table("methods")),
         # where the attribution falls
         **_regions(explain, lung_area, border_area, int(params["bootstrap"]), int(params["seed"])),
-        block_shares=shares, depth_text=depth_text(shares, blocks), depth_conclusion=depth_conclusion(shares, blocks),
+        block_shares=shares, depth_text=layers.depth_text(shares, blocks),
+        depth_conclusion=layers.depth_conclusion(shares, blocks),
         # layers and neurons
         neuron_network=_network(metrics["neuron_network"]), field_first=int(fields.iloc[0]),
         field_last=int(fields.iloc[-1]), class_channels=class_channels,
-        class_table=class_channel_table(class_channels), neuron_text=neuron_text(class_channels),
+        class_table=layers.class_channel_table(class_channels), neuron_text=layers.neuron_text(class_channels),
         **_figure_inputs(explain.arrays(), images, blocks, channels),
         # time
         wall_s=times["wall"], attribution_s=times["attributions"], randomisation_s=times["randomisation"],
