@@ -15,15 +15,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from pneumo.imaging import to_model_input
+from pneumo.models.xrv import XRV_RESOLUTION, XRV_SCALE, XRVWeightsUnavailable, _xrv
 
 #: The pre-trained torchxrayvision autoencoder used as a comparator when its weights are cached.
 XRV_AE_WEIGHTS = "101-elastic"
-XRV_SCALE = 512.0  # our normalised x -> torchxrayvision's [-1024, 1024] range
-XRV_RESOLUTION = 224
 
-
-class XRVAutoencoderUnavailable(RuntimeError):
-    """torchxrayvision's pre-trained autoencoder weights are not cached locally (offline)."""
+#: The error's former name: the autoencoder raises the DenseNet's class, for one offline-weights error.
+XRVAutoencoderUnavailable = XRVWeightsUnavailable
 
 
 def xrv_autoencoder_path(weights: str = XRV_AE_WEIGHTS, cache_dir: str | Path | None = None) -> Path:
@@ -41,8 +39,6 @@ def xrv_autoencoder_path(weights: str = XRV_AE_WEIGHTS, cache_dir: str | Path | 
     pathlib.Path
         The folder joined with the last part of the download URL.
     """
-    from pneumo.models.xrv import _xrv
-
     xrv = _xrv()
     url = xrv.autoencoders.model_urls[weights]["weights_url"]
     folder = xrv.utils.get_cache_dir() if cache_dir is None else str(cache_dir)
@@ -67,30 +63,31 @@ def load_xrv_autoencoder(weights: str = XRV_AE_WEIGHTS) -> nn.Module:
 
     Raises
     ------
-    XRVAutoencoderUnavailable
+    pneumo.models.xrv.XRVWeightsUnavailable
         When the weights file is missing, is not plain weights, or does not fit the network.
     """
     path = xrv_autoencoder_path(weights)
-    if not path.is_file():
-        raise XRVAutoencoderUnavailable(f"weights '{weights}' not in the local cache ({path}); "
-                                        "offline, no download attempted")
-    from pneumo.models.xrv import _xrv
-
     xrv = _xrv()
-    fix = f"replace it with a fresh download of {xrv.autoencoders.model_urls[weights]['weights_url']}"
+    url = xrv.autoencoders.model_urls[weights]["weights_url"]
+    if not path.is_file():
+        raise XRVWeightsUnavailable(
+            f"torchxrayvision autoencoder weights {weights!r} not found: missing file {path.name!r} in "
+            f"cache folder {str(path.parent)!r}. They cannot be downloaded here (offline; no download "
+            f"attempted). On a machine with internet run `wget {url}` and copy the file to {str(path)!r}.")
+    fix = f"replace it with a fresh download of {url}"
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
-        raise XRVAutoencoderUnavailable(f"{path} is not plain weights: torch.load(weights_only=True) "
-                                        f"refused it, as unpickling it could run code; {fix}") from None
+        raise XRVWeightsUnavailable(f"{path} is not plain weights: torch.load(weights_only=True) "
+                                    f"refused it, as unpickling it could run code; {fix}") from None
     except Exception as error:  # noqa: BLE001 - a truncated or foreign file
-        raise XRVAutoencoderUnavailable(f"{path} cannot be read ({type(error).__name__}); {fix}") from None
+        raise XRVWeightsUnavailable(f"{path} cannot be read ({type(error).__name__}); {fix}") from None
     ae = getattr(xrv.autoencoders, xrv.autoencoders.model_urls[weights]["class"])()
     try:
         ae.load_state_dict(state)
     except (RuntimeError, TypeError, AttributeError) as error:
-        raise XRVAutoencoderUnavailable(f"{path} does not hold the weights of {weights!r} "
-                                        f"({type(error).__name__}); {fix}") from None
+        raise XRVWeightsUnavailable(f"{path} does not hold the weights of {weights!r} "
+                                    f"({type(error).__name__}); {fix}") from None
     return ae.eval()
 
 

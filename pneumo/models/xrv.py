@@ -45,7 +45,9 @@ PINNED_SHA256 = {
 
 
 class XRVWeightsUnavailable(RuntimeError):
-    """The pre-trained torchxrayvision weights are not in the local cache (and we are offline)."""
+    """Pre-trained torchxrayvision weights cannot be had: not in the local cache (and we are
+    offline), or not safe or fit to load. Raised for the DenseNet here and for Task 3's
+    autoencoder comparator (:func:`pneumo.anomaly.comparator.load_xrv_autoencoder`)."""
 
 
 def _xrv() -> ModuleType:
