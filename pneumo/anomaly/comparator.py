@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pneumo.imaging import to_model_input
-from pneumo.models.xrv import XRV_RESOLUTION, XRV_SCALE, XRVWeightsUnavailable, _xrv
+from pneumo.models.xrv import XRV_RESOLUTION, XRV_SCALE, XRVWeightsUnavailable, _xrv, missing_weights
 
 #: The pre-trained torchxrayvision autoencoder used as a comparator when its weights are cached.
 XRV_AE_WEIGHTS = "101-elastic"
@@ -70,10 +70,7 @@ def load_xrv_autoencoder(weights: str = XRV_AE_WEIGHTS) -> nn.Module:
     xrv = _xrv()
     url = xrv.autoencoders.model_urls[weights]["weights_url"]
     if not path.is_file():
-        raise XRVWeightsUnavailable(
-            f"torchxrayvision autoencoder weights {weights!r} not found: missing file {path.name!r} in "
-            f"cache folder {str(path.parent)!r}. They cannot be downloaded here (offline; no download "
-            f"attempted). On a machine with internet run `wget {url}` and copy the file to {str(path)!r}.")
+        raise missing_weights(f"torchxrayvision autoencoder weights {weights!r}", path, url)
     fix = f"replace it with a fresh download of {url}"
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
