@@ -149,16 +149,16 @@ def _digest(image: np.ndarray) -> str:
 def test_no_pneumonia_image_reaches_the_training_loader(task_phantoms, tmp_path, monkeypatch, one_thread):
     """Spy on every call of the training loop: its images are exactly the normal train (and,
     for early stopping, normal validation) images; no pneumonia image is among them."""
-    import pneumo.anomaly as anomaly
+    import pneumo.anomaly.task as task  # where run_anomaly looks train_autoencoder up
 
     calls = []
-    real = anomaly.train_autoencoder
+    real = task.train_autoencoder
 
     def spy(model, train_images, val_images, **kwargs):
         calls.append((train_images.copy(), val_images.copy()))
         return real(model, train_images, val_images, **kwargs)
 
-    monkeypatch.setattr(anomaly, "train_autoencoder", spy)
+    monkeypatch.setattr(task, "train_autoencoder", spy)
     config = AnomalyConfig.create("smoke", data=str(task_phantoms), cache=str(tmp_path), device="cpu",
                                   grid="none", epochs=1, bootstrap=20, num_workers=1)
     entry = run_anomaly(config)

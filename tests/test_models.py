@@ -161,6 +161,18 @@ def test_xrv_autoencoder_weights_cannot_run_code(xrv_cache, tmp_path):
     assert not marker.exists()
 
 
+def test_xrv_autoencoder_missing_weights_raise_the_densenets_error(xrv_cache):
+    """Both comparators say "weights can't be had" with one error class, naming file and fix."""
+    from pneumo.anomaly import XRVAutoencoderUnavailable, load_xrv_autoencoder, xrv_autoencoder_path
+
+    assert XRVAutoencoderUnavailable is XRVWeightsUnavailable
+    path = xrv_autoencoder_path()
+    with pytest.raises(XRVWeightsUnavailable) as err:
+        load_xrv_autoencoder()
+    message = str(err.value)
+    assert path.name in message and str(xrv_cache) in message and "offline" in message and "wget" in message
+
+
 def test_xrv_loads_self_written_weights(xrv_cache, monkeypatch):
     import hashlib
 

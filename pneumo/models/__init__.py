@@ -1,8 +1,10 @@
-"""Networks of the study: a small VGG-style CNN and the torchxrayvision DenseNet comparator.
+"""Networks of the study: a small VGG-style CNN, the torchxrayvision DenseNet comparator and
+Task 3's convolutional autoencoder.
 
 torchxrayvision itself is imported only when the DenseNet is asked for.
 """
 
+from pneumo.models.autoencoder import ConvAutoencoder, build_autoencoder
 from pneumo.models.vgg import INTENSITY_MODES, IntensityStretch, VGGNet, architecture_table, build_model, count_parameters
 from pneumo.models.xrv import (
     DEFAULT_WEIGHTS,
@@ -13,6 +15,7 @@ from pneumo.models.xrv import (
 )
 
 __all__ = [
+    "ConvAutoencoder",
     "DEFAULT_WEIGHTS",
     "INTENSITY_MODES",
     "IntensityStretch",
@@ -20,6 +23,7 @@ __all__ = [
     "XRVDenseNet",
     "XRVWeightsUnavailable",
     "architecture_table",
+    "build_autoencoder",
     "build_model",
     "count_parameters",
     "load_xrv_densenet",

@@ -45,7 +45,34 @@ PINNED_SHA256 = {
 
 
 class XRVWeightsUnavailable(RuntimeError):
-    """The pre-trained torchxrayvision weights are not in the local cache (and we are offline)."""
+    """Pre-trained torchxrayvision weights cannot be had: not in the local cache (and we are
+    offline), or not safe or fit to load. Raised for the DenseNet here and for Task 3's
+    autoencoder comparator (:func:`pneumo.anomaly.comparator.load_xrv_autoencoder`)."""
+
+
+def missing_weights(what: str, path: Path, url: str, alternative: str = "") -> XRVWeightsUnavailable:
+    """The error for a weights file that is not in the local cache, naming the file and the fix.
+
+    Parameters
+    ----------
+    what
+        The weights, as the message's subject (e.g. ``"torchxrayvision weights '...'"``).
+    path
+        Where the file should be.
+    url
+        Where it can be downloaded from, on a machine with internet.
+    alternative
+        Another way to get it, appended after the ``wget`` command.
+
+    Returns
+    -------
+    XRVWeightsUnavailable
+        The error, to raise.
+    """
+    return XRVWeightsUnavailable(
+        f"{what} not found: missing file {path.name!r} in cache folder {str(path.parent)!r}. They "
+        f"cannot be downloaded here (offline). On a machine with internet run `wget {url}`{alternative} "
+        f"and copy the file to {str(path)!r}.")
 
 
 def _xrv() -> ModuleType:
@@ -167,12 +194,8 @@ def load_xrv_densenet(
     xrv = _xrv()
     url = xrv.models.model_urls[weights]["weights_url"]
     if not path.is_file():
-        raise XRVWeightsUnavailable(
-            f"torchxrayvision weights {weights!r} not found: missing file {path.name!r} in cache "
-            f"folder {str(path.parent)!r}. They cannot be downloaded here (offline). On a machine "
-            f"with internet run `wget {url}` (or create xrv.models.DenseNet(weights={weights!r}) "
-            f"once) and copy the file to {str(path)!r}."
-        )
+        raise missing_weights(f"torchxrayvision weights {weights!r}", path, url,
+                              f" (or create xrv.models.DenseNet(weights={weights!r}) once)")
     if weights not in PINNED_SHA256:
         raise XRVWeightsUnavailable(
             f"no SHA-256 is pinned for torchxrayvision weights {weights!r}, so {path} is not "

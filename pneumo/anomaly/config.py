@@ -1,0 +1,81 @@
+"""Task 3's parameters and vocabulary: :class:`AnomalyConfig`, the anomaly scores, the test comparisons."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional
+
+from pneumo.config import PROFILES, ConfigError, TaskConfig, param
+from pneumo.device import pick_device
+from pneumo.imaging import INTENSITY_MODES
+
+#: Anomaly scores computed for every autoencoder; the first three use the reconstruction, the
+#: others only the encoder (its code, or its pooled feature maps).
+RECONSTRUCTION_SCORES = ("mse", "ssim", "blur")
+LATENT_SCORES = ("knn", "mahalanobis", "features")
+SCORES = RECONSTRUCTION_SCORES + LATENT_SCORES
+
+#: The comparisons reported on test: name -> labels that count as positive (vs normal).
+COMPARISONS = {"pneumonia": ("bacterial", "viral"), "bacterial": ("bacterial",), "viral": ("viral",)}
+
+
+@dataclasses.dataclass(frozen=True)
+class AnomalyConfig(TaskConfig):
+    """Task 3: autoencoders trained on normal chest X-rays only flag pneumonia as anomalies."""
+
+    profile: str = param("cpu", "smoke | cpu | gpu (auto: smoke on phantoms, else gpu with CUDA, else cpu)", choices=PROFILES)
+    data: Optional[str] = param(None, "data folder in Kaggle layout; None: $PNEUMO_DATA, "
+                                "data/chest_xray, else synthetic phantoms", key=False)
+    decode_resolution: int = param(128, "side of the decoded images (Task 1's, so the decode cache "
+                                   "is shared); shrunk to `resolution` by area averaging",
+                                   interval="[8, inf)")
+    resolution: int = param(64, "autoencoder input side in pixels", interval="[8, inf)")
+    intensity: str = param("equalize", "per-image intensity normalisation of the autoencoder's input "
+                           "(equalize: histogram equalisation; stretch: 1st-99th percentile to 0-255)",
+                           choices=INTENSITY_MODES)
+    width: int = param(8, "channels of the first encoder block (doubling per block)", interval="[1, inf)")
+    depth: int = param(4, "down-sampling blocks of the encoder (and up-sampling blocks of the decoder)",
+                       interval="[1, inf)")
+    latent: int = param(64, "latent size of the baseline autoencoder", interval="[1, inf)")
+    grid: str = param("reduced", "variants trained and compared on validation",
+                      choices=("none", "reduced", "full"))
+    noise_std: float = param(0.5, "input noise of the denoising variant (normalised units; 0.5 = 32 grey levels)",
+                             interval="[0, inf)")
+    mask_fraction: float = param(0.25, "share of 8x8-grid cells blanked in the masked variant's input",
+                                 interval="[0, 1]")
+    augment: bool = param(True, "random affine + intensity augmentation of the training normals")
+    epochs: int = param(25, "maximum epochs per autoencoder", interval="[1, inf)")
+    batch_size: int = param(32, "images per step", interval="[1, inf)")
+    lr: float = param(2e-3, "peak AdamW learning rate (cosine decay)", interval="(0, inf)")
+    weight_decay: float = param(1e-5, "AdamW weight decay", interval="[0, inf)")
+    patience: int = param(5, "epochs without validation-loss improvement before stopping",
+                          interval="[0, inf)")
+    knn_k: int = param(5, "neighbours of the latent k-NN score", interval="[1, inf)")
+    threshold_quantile: float = param(0.95, "decision threshold: this quantile of the validation normals' scores",
+                                      interval="(0, 1)")
+    val_fraction: float = param(0.15, "share of train patients held out for validation (as Task 1)",
+                                interval="(0, 1)")
+    seed: int = param(0, "seed of splits, initialisation, batches and corruption", interval="[0, inf)")
+    bootstrap: int = param(1000, "patient-bootstrap resamples for confidence intervals", interval="[0, inf)")
+    comparators: bool = param(True, "add torchxrayvision's pre-trained autoencoder when its weights are cached")
+    device: str = param("auto", "auto | cpu | cuda | cuda:N | mps", key=False, check=pick_device)
+    num_workers: Optional[int] = param(None, "image decoding processes (None: all cores)", key=False,
+                                       interval="[0, inf)")
+    cache: Optional[str] = param(None, "results folder (None: $PNEUMO_CACHE or results/)", key=False)
+    force: bool = param(False, "recompute even when a cached entry exists", key=False)
+
+    def validate(self) -> None:
+        # The encoder halves the image `depth` times and the decoder doubles it back exactly.
+        if self.resolution % 2 ** self.depth:
+            raise ConfigError(
+                f"AnomalyConfig.resolution {self.resolution} must be a multiple of 2**depth = "
+                f"{2 ** self.depth} (depth {self.depth}); e.g. resolution "
+                f"{max(1, self.resolution // 2 ** self.depth) * 2 ** self.depth}")
+
+    PROFILES = {
+        "smoke": dict(decode_resolution=64, resolution=32, width=8, depth=3, latent=16, epochs=8,
+                      patience=5, batch_size=16, lr=3e-3, bootstrap=200, comparators=False),
+        "cpu": {},
+        "gpu": dict(decode_resolution=224, resolution=128, width=32, depth=5, latent=128,
+                    grid="full", epochs=100, patience=12, batch_size=64),
+    }

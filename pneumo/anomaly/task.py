@@ -1,0 +1,283 @@
+"""Task 3: anomaly detection with convolutional autoencoders trained on normal lungs only.
+
+The story of :func:`run_anomaly`:
+
+1. load the decoded data set (the same patient-grouped train / validation / test splits as
+   Task 1), shrink the images to the autoencoder's resolution and equalise each image's
+   histogram (so that exposure, which varies between normal films, is not an anomaly);
+2. train each autoencoder variant (latent size, denoising, masking, intensity normalisation)
+   on the NORMAL *train*
+   images only, early-stopped on the reconstruction loss of the NORMAL *validation* images;
+3. score every validation and test image with every anomaly score: three from the
+   reconstruction (pixel MSE, SSIM, blurred residual) and three that do not reconstruct at
+   all (k-NN and Mahalanobis distance to the training normals in the latent space, and the
+   Mahalanobis distance of pooled encoder feature maps);
+4. choose the (variant, score) pair by *validation* ROC AUC of normal vs pneumonia, and its
+   threshold as a high percentile of the *validation normals'* scores;
+5. touch *test* once with that choice: ROC AUC, PR AUC, sensitivity and specificity, with
+   patient-bootstrap CIs, against all pneumonia and separately against bacterial and viral;
+6. publish everything as one cache entry.
+
+Pneumonia images are never seen in training: :func:`normal_images` is the only way images
+reach :func:`train_autoencoder` here, and it refuses anything that is not normal.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, NamedTuple
+
+import numpy as np
+import pandas as pd
+import torch
+
+from pneumo.anomaly.comparator import XRV_AE_WEIGHTS, XRVAutoencoderUnavailable, load_xrv_autoencoder, xrv_mse_scores
+from pneumo.anomaly.config import SCORES, AnomalyConfig
+from pneumo.anomaly.data import normal_images, shrink
+from pneumo.anomaly.evaluation import add_test_columns, comparison_metrics, headline_metrics, rank_on_validation
+from pneumo.anomaly.scores import encode_and_score, latent_scores, threshold_from_normals
+from pneumo.anomaly.train import train_autoencoder
+from pneumo.anomaly.variants import ae_variants, variant_column, variant_settings
+from pneumo.data import XrayDataset, load_dataset
+from pneumo.device import configure_threads, pick_device, seed_everything
+from pneumo.imaging import normalise_intensity, to_model_input
+from pneumo.models import ConvAutoencoder, build_autoencoder, count_parameters
+from pneumo.results import Entry, ResultCache, cache_key
+from pneumo.training import TrainResult, stop_if_interrupted
+
+log = logging.getLogger(__name__)
+
+# Modules whose source decides the numbers (their edits invalidate entries; a package counts
+# with all its files).
+CODE = ["pneumo.anomaly", "pneumo.data", "pneumo.imaging", "pneumo.models", "pneumo.training", "pneumo.metrics"]
+
+
+def run_anomaly(config: AnomalyConfig, *, compute: bool = True) -> Entry:
+    """Run Task 3 end to end (or return its cached entry).
+
+    Parameters
+    ----------
+    config
+        The task config.
+    compute
+        False only looks the entry up: the returned entry may not exist.
+
+    Returns
+    -------
+    Entry
+        The task's cache entry; ``entry.metrics`` holds the headline test figures, tables
+        ``variants`` (every variant x score, chosen first), ``test_metrics``, ``scores``
+        (per-image scores of every variant x score on val and test), ``history``,
+        ``training_images``; arrays hold example inputs, reconstructions and residuals.
+    """
+    configure_threads()
+    cache = ResultCache(config.cache, writable=compute)
+    data = load_dataset(config.data, resolution=config.decode_resolution, val_fraction=config.val_fraction,
+                        seed=config.seed, cache_dir=cache.root, num_workers=config.num_workers)
+    key = cache_key("anomaly", config.key_dict(), data.fingerprint, CODE)
+    entry = cache.entry("anomaly", key)
+    if (entry.exists and not config.force) or not compute:
+        if entry.exists:
+            log.info("anomaly: cached result at %s", entry.path)
+        return entry
+
+    device = pick_device(config.device)
+    with cache.write("anomaly", key, reuse=not config.force) as out:
+        if out is None:  # computed meanwhile by another process
+            return entry
+        _compute(config, data, cache, key, device, out)
+    log.info("anomaly: result at %s", entry.path)
+    return entry
+
+
+class _Inputs(NamedTuple):
+    """The task's data, ready for the autoencoders."""
+
+    split: dict[str, tuple[np.ndarray, pd.DataFrame]]  # split -> decoded images and rows
+    rows: dict[str, pd.DataFrame]  # split -> rows
+    autoencoders: list[tuple[str, dict[str, Any]]]  # (variant, settings)
+    inputs: dict[str, dict[str, np.ndarray]]  # intensity mode -> split -> uint8 (N, s, s)
+
+
+class _Trained(NamedTuple):
+    """What training and scoring every variant produced."""
+
+    columns: dict[str, dict[str, np.ndarray]]  # "val" / "test" -> column -> scores
+    variant_rows: list[dict[str, Any]]  # one per (variant, score)
+    histories: list[pd.DataFrame]
+    models: dict[str, tuple[ConvAutoencoder, dict[str, Any]]]  # variant -> (model, settings)
+    train_rows: pd.DataFrame  # the training normals' rows
+
+
+def _compute(config: AnomalyConfig, data: XrayDataset, cache: ResultCache, key: str, device: torch.device,
+             out) -> None:
+    """Steps 1-6 of the story above, written into the new entry ``out``."""
+    with out.phase("data"):
+        prepared = _prepare(config, data)
+    rows = prepared.rows
+    trained = _train_and_score_all(config, prepared, cache, key, device, out)
+    xrv_status = _xrv_comparator(config, prepared.split, trained.columns, trained.variant_rows, device, out)
+
+    with out.phase("select"):
+        variants = rank_on_validation(trained.variant_rows, trained.columns["val"], rows["val"])
+    chosen = variants.iloc[0]
+    column = variant_column(chosen["variant"], chosen["score"])
+    log.info("anomaly: validation chooses %s", column)
+    with out.phase("test"):
+        val_normal = trained.columns["val"][column][(rows["val"]["label"] == "normal").to_numpy()]
+        threshold = threshold_from_normals(val_normal, config.threshold_quantile)
+        test_table = comparison_metrics(config, trained.columns["test"][column], rows["test"], threshold)
+        variants = add_test_columns(config, variants, trained.columns["test"], rows["test"])
+    _publish(config, data, prepared, trained, variants, chosen, threshold, test_table, xrv_status, device, out)
+
+
+def _prepare(config: AnomalyConfig, data: XrayDataset) -> _Inputs:
+    """Split, shrink and intensity-normalise the images; list the variants' settings."""
+    split = {s: data.subset(s) for s in ("train", "val", "test")}
+    shrunk = {s: shrink(x, config.resolution) for s, (x, _) in split.items()}
+    rows = {s: r for s, (_, r) in split.items()}
+    autoencoders = [(name, variant_settings(config, changes)) for name, changes in ae_variants(config)]
+    # The autoencoders' inputs, per intensity normalisation: {mode: {split: uint8 (N, s, s)}}.
+    inputs = {mode: {s: normalise_intensity(x, mode) for s, x in shrunk.items()}
+              for mode in dict.fromkeys(settings["intensity"] for _, settings in autoencoders)}
+    return _Inputs(split, rows, autoencoders, inputs)
+
+
+def _train_and_score_all(config: AnomalyConfig, prepared: _Inputs, cache: ResultCache, key: str,
+                         device: torch.device, out) -> _Trained:
+    """Train every variant on the normal train images, then score validation and test with it."""
+    rows, autoencoders = prepared.rows, prepared.autoencoders
+    columns: dict[str, dict[str, np.ndarray]] = {"val": {}, "test": {}}
+    variant_rows, histories, models = [], [], {}
+    for number, (name, settings) in enumerate(autoencoders, 1):
+        log.info("anomaly: autoencoder %d of %d, %s (%d epochs)", number, len(autoencoders), name,
+                 settings["epochs"])
+        small = prepared.inputs[settings["intensity"]]
+        train_x, train_rows = normal_images(small["train"], rows["train"])
+        val_normal_x, _ = normal_images(small["val"], rows["val"])
+        seed_everything(config.seed)
+        model = build_autoencoder(settings)
+        with out.phase("train"):
+            result = _train(model, settings, train_x, val_normal_x, device, config.seed)
+        stop_if_interrupted(result, cache.root, f"anomaly-{key}-{name}", settings)
+        model.load_state_dict(result.best_state)
+        models[name] = (model, settings)
+        histories.append(result.history.assign(variant=name))
+        with out.phase("score"):
+            _score_variant(config, name, model, train_x, small, columns, device)
+        variant_rows += _variant_rows(name, settings, result, model)
+    return _Trained(columns, variant_rows, histories, models, train_rows)
+
+
+def _train(model: ConvAutoencoder, settings: dict[str, Any], train_x: np.ndarray, val_normal_x: np.ndarray,
+           device: torch.device, seed: int) -> TrainResult:
+    """:func:`~pneumo.anomaly.train.train_autoencoder` with a variant's settings."""
+    return train_autoencoder(
+        model, train_x, val_normal_x, epochs=settings["epochs"], batch_size=settings["batch_size"],
+        lr=settings["lr"], weight_decay=settings["weight_decay"], patience=settings["patience"],
+        corruption=settings["corruption"], noise_std=settings["noise_std"],
+        mask_fraction=settings["mask_fraction"], augment=settings["augment"], device=device,
+        seed=seed)
+
+
+def _score_variant(config: AnomalyConfig, name: str, model: ConvAutoencoder, train_x: np.ndarray,
+                   small: dict[str, np.ndarray], columns: dict[str, dict[str, np.ndarray]],
+                   device: torch.device) -> None:
+    """Every score of one trained variant on validation and test, into ``columns``."""
+    train_z, train_f, _ = encode_and_score(model, train_x, device=device)
+    for s in ("val", "test"):
+        z, f, rec = encode_and_score(model, small[s], device=device)
+        values = {**rec, **latent_scores(train_z, z, k=config.knn_k),
+                  "features": latent_scores(train_f, f, k=config.knn_k)["mahalanobis"]}
+        for score in SCORES:
+            columns[s][variant_column(name, score)] = values[score]
+
+
+def _variant_rows(name: str, settings: dict[str, Any], result: TrainResult,
+                  model: ConvAutoencoder) -> list[dict[str, Any]]:
+    """The ``variants`` table's rows of one trained variant, one per score."""
+    return [{"variant": name, "score": score, "status": "trained",
+             "intensity": settings["intensity"],
+             "latent": settings["latent"], "corruption": settings["corruption"],
+             "augment": settings["augment"], "best_epoch": result.best_epoch,
+             "epochs_run": len(result.history), "train_seconds": result.seconds,
+             "val_loss": float(result.history["val_loss"].min()),
+             "parameters": count_parameters(model)}
+            for score in SCORES]
+
+
+def _publish(config: AnomalyConfig, data: XrayDataset, prepared: _Inputs, trained: _Trained,
+             variants: pd.DataFrame, chosen: pd.Series, threshold: float, test_table: pd.DataFrame,
+             xrv_status: str, device: torch.device, out) -> None:
+    """Write the entry's metrics, tables, example arrays and the chosen model."""
+    rows, histories, train_rows = prepared.rows, trained.histories, trained.train_rows
+    summary = headline_metrics(config, chosen, threshold, test_table, data, train_rows, rows)
+    model, settings = trained.models.get(chosen["variant"], trained.models["baseline"])
+    examples, example_arrays = _examples(config, model, prepared.inputs[settings["intensity"]]["test"],
+                                         rows["test"], device)
+    example_arrays["threshold"] = np.array([threshold])
+
+    out.json("params", config.to_dict())
+    out.json("metrics", {**summary, "xrv_status": xrv_status,
+                         "train_seconds": float(sum(h["seconds"].sum() for h in histories))})
+    out.json("data_summary", data.summary())
+    out.table("variants", variants)
+    out.table("test_metrics", test_table)
+    out.table("history", pd.concat(histories, ignore_index=True), top=True)
+    out.table("scores", _score_frame(rows, trained.columns))
+    out.table("training_images", train_rows[["relpath", "patient", "label", "split"]])
+    out.table("examples", examples)
+    out.arrays(**example_arrays)
+    out.model(model.state_dict(), {**settings, "variant": chosen["variant"], "score": chosen["score"],
+                                   "threshold": threshold})
+
+
+def _xrv_comparator(config, split, columns, variant_rows, device, out) -> str:
+    """Score val/test with torchxrayvision's autoencoder when its weights are cached."""
+    if not config.comparators:
+        return "not requested"
+    try:
+        ae = load_xrv_autoencoder()
+    except XRVAutoencoderUnavailable as error:
+        log.warning("xrv autoencoder skipped: %s", error)
+        variant_rows.append({"variant": f"xrv-ae-{XRV_AE_WEIGHTS}", "score": "mse",
+                             "status": f"skipped: {error}"})
+        return f"skipped: {error}"
+    with out.phase("xrv"):
+        start = time.perf_counter()
+        for s in ("val", "test"):
+            columns[s][variant_column(f"xrv-ae-{XRV_AE_WEIGHTS}", "mse")] = xrv_mse_scores(ae, split[s][0], device=device)
+    variant_rows.append({"variant": f"xrv-ae-{XRV_AE_WEIGHTS}", "score": "mse", "status": "pre-trained",
+                         "train_seconds": 0.0, "parameters": count_parameters(ae),
+                         "score_seconds": time.perf_counter() - start})
+    return "used"
+
+
+def _examples(config, model: ConvAutoencoder, images: np.ndarray, rows: pd.DataFrame, device,
+              per_class: int = 2) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    """Random test examples per class (seeded, not picked by score): input, reconstruction, residual."""
+    rng = np.random.default_rng(config.seed)
+    picks = []
+    for label in ("normal", "bacterial", "viral"):
+        idx = np.flatnonzero(rows["label"].to_numpy() == label)
+        picks += list(rng.choice(idx, size=min(per_class, len(idx)), replace=False))
+    picks = np.array(picks, dtype=np.int64)
+    with torch.no_grad():
+        model.to(device).eval()
+        x = to_model_input(torch.as_tensor(images[picks], device=device))
+        rec = model(x)["out"].float()
+    residual = ((rec - x) ** 2)[:, 0].cpu().numpy()
+    table = rows.iloc[picks][["relpath", "patient", "label"]].reset_index(drop=True)
+    return table, {"example_input": images[picks], "example_reconstruction": rec[:, 0].cpu().numpy(),
+                   "example_residual": residual}
+
+
+def _score_frame(rows: dict[str, pd.DataFrame], columns: dict[str, dict[str, np.ndarray]]) -> pd.DataFrame:
+    frames = []
+    for s in ("val", "test"):
+        frame = rows[s][["relpath", "patient", "label", "binary"]].copy()
+        frame.insert(0, "split", s)
+        frame = pd.concat([frame, pd.DataFrame(columns[s])], axis=1)
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True)
