@@ -33,7 +33,7 @@ from pneumo.anomaly.scores import (
     ssim_map,
     threshold_from_normals,
 )
-from pneumo.anomaly.task import CODE, run_anomaly
+from pneumo.anomaly.task import run_anomaly
 from pneumo.anomaly.train import train_autoencoder
 from pneumo.anomaly.variants import ae_variants, variant_column, variant_settings
 from pneumo.anomaly.variants import variant_column as _column
@@ -41,7 +41,6 @@ from pneumo.imaging import INTENSITY_MODES, gaussian_blur  # importable from her
 from pneumo.models import ConvAutoencoder, build_autoencoder
 
 __all__ = [
-    "CODE",
     "COMPARISONS",
     "INTENSITY_MODES",
     "LATENT_SCORES",

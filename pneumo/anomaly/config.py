@@ -5,8 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Optional
 
-from pneumo.config import PROFILES, ConfigError, TaskConfig, param
-from pneumo.device import pick_device
+from pneumo.config import ConfigError, TaskConfig, common, param
 from pneumo.imaging import INTENSITY_MODES
 
 #: Anomaly scores computed for every autoencoder; the first three use the reconstruction, the
@@ -23,9 +22,8 @@ COMPARISONS = {"pneumonia": ("bacterial", "viral"), "bacterial": ("bacterial",),
 class AnomalyConfig(TaskConfig):
     """Task 3: autoencoders trained on normal chest X-rays only flag pneumonia as anomalies."""
 
-    profile: str = param("cpu", "smoke | cpu | gpu (auto: smoke on phantoms, else gpu with CUDA, else cpu)", choices=PROFILES)
-    data: Optional[str] = param(None, "data folder in Kaggle layout; None: $PNEUMO_DATA, "
-                                "data/chest_xray, else synthetic phantoms", key=False)
+    profile: str = common("profile")
+    data: Optional[str] = common("data")
     decode_resolution: int = param(128, "side of the decoded images (Task 1's, so the decode cache "
                                    "is shared); shrunk to `resolution` by area averaging",
                                    interval="[8, inf)")
@@ -55,14 +53,13 @@ class AnomalyConfig(TaskConfig):
                                       interval="(0, 1)")
     val_fraction: float = param(0.15, "share of train patients held out for validation (as Task 1)",
                                 interval="(0, 1)")
-    seed: int = param(0, "seed of splits, initialisation, batches and corruption", interval="[0, inf)")
-    bootstrap: int = param(1000, "patient-bootstrap resamples for confidence intervals", interval="[0, inf)")
+    seed: int = common("seed", help="seed of splits, initialisation, batches and corruption")
+    bootstrap: int = common("bootstrap")
     comparators: bool = param(True, "add torchxrayvision's pre-trained autoencoder when its weights are cached")
-    device: str = param("auto", "auto | cpu | cuda | cuda:N | mps", key=False, check=pick_device)
-    num_workers: Optional[int] = param(None, "image decoding processes (None: all cores)", key=False,
-                                       interval="[0, inf)")
-    cache: Optional[str] = param(None, "results folder (None: $PNEUMO_CACHE or results/)", key=False)
-    force: bool = param(False, "recompute even when a cached entry exists", key=False)
+    device: str = common("device")
+    num_workers: Optional[int] = common("num_workers")
+    cache: Optional[str] = common("cache")
+    force: bool = common("force")
 
     def validate(self) -> None:
         # The encoder halves the image `depth` times and the decoder doubles it back exactly.

@@ -43,14 +43,11 @@ from pneumo.data import XrayDataset, load_dataset
 from pneumo.device import configure_threads, pick_device, seed_everything
 from pneumo.imaging import normalise_intensity, to_model_input
 from pneumo.models import ConvAutoencoder, build_autoencoder, count_parameters
-from pneumo.results import Entry, ResultCache, cache_key
+from pneumo.results import Entry, ResultCache
+from pneumo.runner import task_spec
 from pneumo.training import TrainResult, stop_if_interrupted
 
 log = logging.getLogger(__name__)
-
-# Modules whose source decides the numbers (their edits invalidate entries; a package counts
-# with all its files).
-CODE = ["pneumo.anomaly", "pneumo.data", "pneumo.imaging", "pneumo.models", "pneumo.training", "pneumo.metrics"]
 
 
 def run_anomaly(config: AnomalyConfig, *, compute: bool = True) -> Entry:
@@ -75,12 +72,10 @@ def run_anomaly(config: AnomalyConfig, *, compute: bool = True) -> Entry:
     cache = ResultCache(config.cache, writable=compute)
     data = load_dataset(config.data, resolution=config.decode_resolution, val_fraction=config.val_fraction,
                         seed=config.seed, cache_dir=cache.root, num_workers=config.num_workers)
-    key = cache_key("anomaly", config.key_dict(), data.fingerprint, CODE)
-    entry = cache.entry("anomaly", key)
+    entry = cache.lookup("anomaly", config.key_dict(), data.fingerprint, task_spec("anomaly").code)
     if (entry.exists and not config.force) or not compute:
-        if entry.exists:
-            log.info("anomaly: cached result at %s", entry.path)
         return entry
+    key = entry.key
 
     device = pick_device(config.device)
     with cache.write("anomaly", key, reuse=not config.force) as out:
