@@ -12,31 +12,14 @@ This package only re-exports; the modules:
 - :mod:`~pneumo.explain.neurons`: filters, activation maximisation, channel statistics.
 """
 
-from pneumo.explain.attribution import (
-    GradCAM,
-    ShapGradient,
-    attribute_all,
-    block_layers,
-    integrated_gradients,
-    require_vgg,
-)
+from pneumo.explain.attribution import (GradCAM, ShapGradient, attribute_all, block_layers,
+                                        integrated_gradients, require_vgg)
 from pneumo.explain.config import METHOD_NAMES, METHODS, NETWORKS, ExplainConfig
 from pneumo.explain.lungs import LungTemplate, region_shares
-from pneumo.explain.neurons import (
-    activation_maximisation,
-    channel_statistics,
-    class_separating_channels,
-    first_layer_filters,
-    receptive_fields,
-    top_patches,
-)
-from pneumo.explain.sanity import (
-    curve_auc,
-    perturbation_curves,
-    randomisation_stages,
-    randomised_copy,
-    rank_correlation,
-)
+from pneumo.explain.neurons import (activation_maximisation, channel_statistics, class_separating_channels,
+                                    first_layer_filters, receptive_fields, top_patches)
+from pneumo.explain.sanity import (curve_auc, perturbation_curves, randomisation_stages, randomised_copy,
+                                   rank_correlation)
 from pneumo.explain.task import CODE, choose_images, run_explain
 
 __all__ = [
