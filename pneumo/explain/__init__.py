@@ -20,11 +20,11 @@ from pneumo.explain.neurons import (activation_maximisation, channel_statistics,
                                     first_layer_filters, receptive_fields, top_patches)
 from pneumo.explain.sanity import (curve_auc, perturbation_curves, randomisation_stages, randomised_copy,
                                    rank_correlation)
-from pneumo.explain.task import CODE, choose_images, run_explain
+from pneumo.explain.task import choose_images, run_explain
 
 __all__ = [
     # the task
-    "ExplainConfig", "run_explain", "choose_images", "CODE", "METHODS", "METHOD_NAMES", "NETWORKS",
+    "ExplainConfig", "run_explain", "choose_images", "METHODS", "METHOD_NAMES", "NETWORKS",
     # its building blocks
     "GradCAM", "integrated_gradients", "ShapGradient", "attribute_all", "block_layers", "require_vgg",
     "LungTemplate", "region_shares",

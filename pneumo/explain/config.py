@@ -5,8 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Optional
 
-from pneumo.config import PROFILES, TaskConfig, param
-from pneumo.device import pick_device
+from pneumo.config import TaskConfig, common, param
 from pneumo.upstream import CLASSIFIER_TASKS
 
 __all__ = ["ExplainConfig", "METHODS", "METHOD_NAMES", "NETWORKS"]
@@ -23,9 +22,8 @@ NETWORKS = CLASSIFIER_TASKS
 class ExplainConfig(TaskConfig):
     """Task 4: attribution maps, sanity checks, lung-field share, layers and neurons."""
 
-    profile: str = param("cpu", "smoke | cpu | gpu (auto: smoke on phantoms, else gpu with CUDA, else cpu)", choices=PROFILES)
-    data: Optional[str] = param(None, "data folder in Kaggle layout; None: $PNEUMO_DATA, "
-                                "data/chest_xray, else synthetic phantoms", key=False)
+    profile: str = common("profile")
+    data: Optional[str] = common("data")
     per_group: int = param(2, "test images per class and outcome (correct / misclassified by 1b)",
                            interval="[1, inf)")
     ig_steps: int = param(32, "integrated-gradients path points", interval="[1, inf)")
@@ -47,13 +45,12 @@ class ExplainConfig(TaskConfig):
     top_patches: int = param(4, "most exciting patches per channel", interval="[1, inf)")
     maxact_steps: int = param(64, "activation-maximisation steps", interval="[1, inf)")
     class_channels: int = param(3, "last-block channels per class in the class summary", interval="[1, inf)")
-    seed: int = param(0, "seed of image choice, SHAP sampling, randomisation and orders", interval="[0, inf)")
-    bootstrap: int = param(1000, "patient-bootstrap resamples for confidence intervals", interval="[0, inf)")
-    device: str = param("auto", "auto | cpu | cuda | cuda:N | mps", key=False, check=pick_device)
-    num_workers: Optional[int] = param(None, "image decoding processes (None: all cores)", key=False,
-                                       interval="[0, inf)")
-    cache: Optional[str] = param(None, "results folder (None: $PNEUMO_CACHE or results/)", key=False)
-    force: bool = param(False, "recompute even when a cached entry exists", key=False)
+    seed: int = common("seed", help="seed of image choice, SHAP sampling, randomisation and orders")
+    bootstrap: int = common("bootstrap")
+    device: str = common("device")
+    num_workers: Optional[int] = common("num_workers")
+    cache: Optional[str] = common("cache")
+    force: bool = common("force")
 
     PROFILES = {
         "smoke": dict(per_group=1, ig_steps=8, shap_samples=8, shap_background=8, sanity_images=2,

@@ -70,17 +70,13 @@ from pneumo.explain.sanity import (
 )
 from pneumo.imaging import to_model_input
 from pneumo.metrics import mean_ci
-from pneumo.results import Entry, ResultCache, cache_key
-from pneumo.upstream import classifier_entries, entry_dataset, load_classifier, upstream_keys
+from pneumo.results import Entry, ResultCache
+from pneumo.runner import task_spec
+from pneumo.upstream import classifier_entries, entry_dataset, first_missing, load_classifier, upstream_keys
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CODE", "Part", "run_explain", "choose_images", "explain_network", "network_neurons"]
-
-#: Modules whose source decides the numbers (the networks themselves enter through their keys;
-#: ``pneumo.explain`` counts with every module of the package).
-CODE = ["pneumo.explain", "pneumo.data", "pneumo.imaging", "pneumo.models", "pneumo.training",
-        "pneumo.metrics", "pneumo.upstream"]
+__all__ = ["Part", "run_explain", "choose_images", "explain_network", "network_neurons"]
 
 #: Opens a timed phase of the computation (:meth:`pneumo.results.EntryWriter.phase` or alike).
 Phase = Callable[[str], ContextManager[None]]
@@ -193,18 +189,18 @@ def run_explain(config: ExplainConfig, *, compute: bool = True) -> Entry:
     cache = ResultCache(config.cache, writable=compute)
     entries = classifier_entries(config.profile, data=config.data, cache=config.cache, device=config.device,
                                  num_workers=config.num_workers, compute=compute)
-    if not all(e.exists for e in entries.values()):
-        return cache.entry("explain", "pending-task1")
+    missing = first_missing(entries)
+    if missing is not None:
+        return missing  # upstream not computed yet (compute=False): nothing to look up
     # This task's data folder and cache: the entries were looked up with them, so they hold their data.
     datasets = {name: entry_dataset(e, config.num_workers, data=config.data, cache=str(cache.root))
                 for name, e in entries.items()}
     fingerprint = "+".join(sorted({d.fingerprint for d in datasets.values()}))
-    key = cache_key("explain", {**config.key_dict(), **upstream_keys(entries)}, fingerprint, CODE)
-    entry = cache.entry("explain", key)
+    entry = cache.lookup("explain", {**config.key_dict(), **upstream_keys(entries)}, fingerprint,
+                         task_spec("explain").code)
     if (entry.exists and not config.force) or not compute:
-        if entry.exists:
-            log.info("explain: cached result at %s", entry.path)
         return entry
+    key = entry.key
 
     device = pick_device(config.device)
     seed_everything(config.seed)

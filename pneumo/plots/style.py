@@ -19,7 +19,7 @@ import matplotlib as mpl
 import numpy as np
 from matplotlib.figure import Figure
 
-__all__ = ["OKABE_ITO", "CLASS_COLOURS", "SPLIT_COLOURS", "MAX_WIDTH", "STYLE", "class_colour", "style"]
+__all__ = ["OKABE_ITO", "CLASS_COLOURS", "SPLIT_COLOURS", "MAX_WIDTH", "STYLE", "class_colour", "use_style"]
 
 #: Okabe-Ito palette (Okabe & Ito 2008), distinguishable with the common colour-vision
 #: deficiencies and in grey print.
