@@ -23,7 +23,7 @@ from typing import Any, Optional
 import numpy as np
 import pandas as pd
 
-from pneumo.config import ConfigError, TaskConfig, common, param
+from pneumo.config import ConfigError, TaskConfig, param
 from pneumo.data import BINARY_CLASSES, CLASSES, XrayDataset, load_dataset
 from pneumo.device import configure_threads, pick_device, seed_everything
 from pneumo.metrics import (
@@ -46,8 +46,6 @@ log = logging.getLogger(__name__)
 class ClassifierConfig(TaskConfig):
     """Shared fields of the Task 1 configs (each task's config stays flat)."""
 
-    profile: str = common("profile")
-    data: Optional[str] = common("data")
     resolution: int = param(128, "input side in pixels", interval="[8, inf)")
     width: int = param(16, "channels of the first block (doubling per block)", interval="[1, inf)")
     depth: int = param(4, "number of convolution blocks", interval="[1, inf)")
@@ -70,13 +68,7 @@ class ClassifierConfig(TaskConfig):
     augment: bool = param(True, "random affine + intensity augmentation on the device")
     label_smoothing: float = param(0.0, "cross-entropy label smoothing", interval="[0, 1)")
     val_fraction: float = param(0.15, "share of train patients held out for validation", interval="(0, 1)")
-    seed: int = common("seed", help="seed of splits, initialisation, batches and augmentation")
-    bootstrap: int = common("bootstrap")
     comparators: bool = param(True, "add the torchxrayvision DenseNet-121 when its weights are cached")
-    device: str = common("device")
-    num_workers: Optional[int] = common("num_workers")
-    cache: Optional[str] = common("cache")
-    force: bool = common("force")
 
     def validate(self) -> None:
         # Each block halves the image: fewer pixels than 2**depth leave nothing to pool.

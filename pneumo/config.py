@@ -21,7 +21,7 @@ import math
 import re
 import types
 import typing
-from typing import Any, Callable, ClassVar, Mapping, NamedTuple, TypeVar
+from typing import Any, Callable, ClassVar, Mapping, NamedTuple, Optional, TypeVar
 
 from pneumo.errors import UserError
 
@@ -99,31 +99,6 @@ def _check_device(name: str) -> None:
     pick_device(name)
 
 
-#: The fields every task has, declared once (:func:`common`); a task may reword the help.
-COMMON_FIELDS: dict[str, dict[str, Any]] = {
-    "profile": dict(default="cpu", help="smoke | cpu | gpu (auto: smoke on phantoms, else gpu with CUDA, "
-                    "else cpu)", choices=PROFILES),
-    "data": dict(default=None, help="data folder in Kaggle layout; None: $PNEUMO_DATA, data/chest_xray, "
-                 "else synthetic phantoms", key=False),
-    "seed": dict(default=0, help="seed of every random choice", interval="[0, inf)"),
-    "bootstrap": dict(default=1000, help="patient-bootstrap resamples for confidence intervals",
-                      interval="[0, inf)"),
-    "device": dict(default="auto", help="auto | cpu | cuda | cuda:N | mps", key=False, check=_check_device),
-    "num_workers": dict(default=None, help="image decoding processes (None: all cores)", key=False,
-                        interval="[0, inf)"),
-    "cache": dict(default=None, help="results folder (None: $PNEUMO_CACHE or results/)", key=False),
-    "force": dict(default=False, help="recompute even when a cached entry exists", key=False),
-}
-
-
-def common(name: str, **changes: Any):
-    """A field every task has (:data:`COMMON_FIELDS`), e.g. ``seed: int = common("seed", help=...)``.
-
-    ``changes`` override its declaration (usually ``help``, to say what the seed seeds).
-    """
-    return param(**{**COMMON_FIELDS[name], **changes})
-
-
 def _allowed_types(annotation: Any) -> tuple[type, ...]:
     """Concrete Python types accepted for a field annotated as ``annotation`` (resolved)."""
     origin = typing.get_origin(annotation)
@@ -147,10 +122,27 @@ def _type_name(types_: tuple[type, ...]) -> str:
 class TaskConfig:
     """Base class of the task configs: validation, profiles, cache key, CLI.
 
-    Subclasses are flat frozen dataclasses declared with :func:`param` and set
-    ``PROFILES`` to the per-profile overrides of their defaults.
+    Declares the fields every task has (profile, data, seed, bootstrap, device, num_workers,
+    cache, force). Subclasses are flat frozen dataclasses that add the task's own fields with
+    :func:`param` and set ``PROFILES`` to the per-profile overrides of the defaults.
     """
 
+    # The fields every task has, declared here once; a task's own fields follow them.
+    profile: str = param("cpu", "smoke | cpu | gpu (auto: smoke on phantoms, else gpu with CUDA, else cpu)",
+                         choices=PROFILES)
+    data: Optional[str] = param(None, "data folder in Kaggle layout; None: $PNEUMO_DATA, data/chest_xray, "
+                                "else synthetic phantoms", key=False)
+    seed: int = param(0, "seed of every random choice: split, initialisation, batches, augmentation, "
+                      "sampling, t-SNE", interval="[0, inf)")
+    bootstrap: int = param(1000, "patient-bootstrap resamples for confidence intervals", interval="[0, inf)")
+    device: str = param("auto", "auto | cpu | cuda | cuda:N | mps", key=False, check=_check_device)
+    num_workers: Optional[int] = param(None, "image decoding processes (None: all cores)", key=False,
+                                       interval="[0, inf)")
+    cache: Optional[str] = param(None, "results folder (None: $PNEUMO_CACHE or results/)", key=False)
+    force: bool = param(False, "recompute even when a cached entry exists", key=False)
+
+    # Per-profile overrides of the defaults (set by each task; after the fields, whose
+    # ``choices=PROFILES`` above means the module's tuple of profile names).
     PROFILES: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
 
     def __post_init__(self) -> None:

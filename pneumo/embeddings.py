@@ -21,14 +21,14 @@ from __future__ import annotations
 import dataclasses
 import logging
 from functools import partial
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from pneumo.config import TaskConfig, common, param
+from pneumo.config import TaskConfig, param
 from pneumo.data import BINARY_CLASSES, CLASSES, XrayDataset
 from pneumo.device import configure_threads, pick_device
 from pneumo.metrics import binary_metrics, metrics_table, multiclass_metrics
@@ -57,9 +57,6 @@ SCALINGS = ("none", "standard")
 class EmbeddingsConfig(TaskConfig):
     """Task 2: k-NN and t-SNE on the ``features(x)`` embeddings of the Task 1 networks."""
 
-    profile: str = common("profile", help="smoke | cpu | gpu (auto: smoke on phantoms, else gpu with CUDA, "
-                         "else cpu); also Task 1's profile")
-    data: Optional[str] = common("data")
     pixel_size: int = param(32, "side of the raw-pixel baseline (images block-averaged to it)",
                             interval="[1, inf)")
     max_k: int = param(51, "largest k tried (odd values of a fixed grid up to it)", interval="[1, inf)")
@@ -70,12 +67,6 @@ class EmbeddingsConfig(TaskConfig):
                              interval="[1, inf)")
     gallery_per_class: int = param(2, "test images per class in the retrieval gallery", interval="[0, inf)")
     gallery_neighbours: int = param(5, "nearest training images shown per gallery image", interval="[1, inf)")
-    seed: int = common("seed", help="seed of t-SNE, the gallery draw and the bootstrap")
-    bootstrap: int = common("bootstrap")
-    device: str = common("device", help="auto | cpu | cuda | cuda:N | mps (embedding extraction)")
-    num_workers: Optional[int] = common("num_workers")
-    cache: Optional[str] = common("cache")
-    force: bool = common("force")
 
     PROFILES = {
         "smoke": dict(pixel_size=16, max_k=21, perplexity=15.0, tsne_iterations=250, bootstrap=200,

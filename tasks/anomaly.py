@@ -28,6 +28,12 @@
 # %% tags=["parameters"]
 profile = None
 data = None
+seed = None
+bootstrap = None
+device = None
+num_workers = None
+cache = None
+force = None
 decode_resolution = None
 resolution = None
 intensity = None
@@ -46,13 +52,7 @@ patience = None
 knn_k = None
 threshold_quantile = None
 val_fraction = None
-seed = None
-bootstrap = None
 comparators = None
-device = None
-num_workers = None
-cache = None
-force = None
 
 # %%
 from pneumo.anomaly import AnomalyConfig, run_anomaly

@@ -24,6 +24,12 @@
 # %% tags=["parameters"]
 profile = None
 data = None
+seed = None
+bootstrap = None
+device = None
+num_workers = None
+cache = None
+force = None
 resolution = None
 width = None
 depth = None
@@ -42,13 +48,7 @@ balance = None
 augment = None
 label_smoothing = None
 val_fraction = None
-seed = None
-bootstrap = None
 comparators = None
-device = None
-num_workers = None
-cache = None
-force = None
 
 # %%
 from pneumo.classification import BinaryConfig, run_classification

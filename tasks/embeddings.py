@@ -25,6 +25,12 @@
 # %% tags=["parameters"]
 profile = None
 data = None
+seed = None
+bootstrap = None
+device = None
+num_workers = None
+cache = None
+force = None
 pixel_size = None
 max_k = None
 perplexity = None
@@ -32,12 +38,6 @@ tsne_iterations = None
 agreement_k = None
 gallery_per_class = None
 gallery_neighbours = None
-seed = None
-bootstrap = None
-device = None
-num_workers = None
-cache = None
-force = None
 
 # %%
 from pneumo.embeddings import EmbeddingsConfig, run_embeddings

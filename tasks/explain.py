@@ -26,6 +26,12 @@
 # %% tags=["parameters"]
 profile = None
 data = None
+seed = None
+bootstrap = None
+device = None
+num_workers = None
+cache = None
+force = None
 per_group = None
 ig_steps = None
 shap_samples = None
@@ -41,12 +47,6 @@ patch_images = None
 top_patches = None
 maxact_steps = None
 class_channels = None
-seed = None
-bootstrap = None
-device = None
-num_workers = None
-cache = None
-force = None
 
 # %%
 from pneumo.explain import ExplainConfig, run_explain

@@ -25,6 +25,12 @@
 # %% tags=["parameters"]
 profile = None
 data = None
+seed = None
+bootstrap = None
+device = None
+num_workers = None
+cache = None
+force = None
 resolution = None
 width = None
 depth = None
@@ -43,13 +49,7 @@ balance = None
 augment = None
 label_smoothing = None
 val_fraction = None
-seed = None
-bootstrap = None
 comparators = None
-device = None
-num_workers = None
-cache = None
-force = None
 init = None
 
 # %%

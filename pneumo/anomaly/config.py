@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional
 
-from pneumo.config import ConfigError, TaskConfig, common, param
+from pneumo.config import ConfigError, TaskConfig, param
 from pneumo.imaging import INTENSITY_MODES
 
 #: Anomaly scores computed for every autoencoder; the first three use the reconstruction, the
@@ -22,8 +21,6 @@ COMPARISONS = {"pneumonia": ("bacterial", "viral"), "bacterial": ("bacterial",),
 class AnomalyConfig(TaskConfig):
     """Task 3: autoencoders trained on normal chest X-rays only flag pneumonia as anomalies."""
 
-    profile: str = common("profile")
-    data: Optional[str] = common("data")
     decode_resolution: int = param(128, "side of the decoded images (Task 1's, so the decode cache "
                                    "is shared); shrunk to `resolution` by area averaging",
                                    interval="[8, inf)")
@@ -53,13 +50,7 @@ class AnomalyConfig(TaskConfig):
                                       interval="(0, 1)")
     val_fraction: float = param(0.15, "share of train patients held out for validation (as Task 1)",
                                 interval="(0, 1)")
-    seed: int = common("seed", help="seed of splits, initialisation, batches and corruption")
-    bootstrap: int = common("bootstrap")
     comparators: bool = param(True, "add torchxrayvision's pre-trained autoencoder when its weights are cached")
-    device: str = common("device")
-    num_workers: Optional[int] = common("num_workers")
-    cache: Optional[str] = common("cache")
-    force: bool = common("force")
 
     def validate(self) -> None:
         # The encoder halves the image `depth` times and the decoder doubles it back exactly.

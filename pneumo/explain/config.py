@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional
 
-from pneumo.config import TaskConfig, common, param
+from pneumo.config import TaskConfig, param
 from pneumo.upstream import CLASSIFIER_TASKS
 
 __all__ = ["ExplainConfig", "METHODS", "METHOD_NAMES", "NETWORKS"]
@@ -22,8 +21,6 @@ NETWORKS = CLASSIFIER_TASKS
 class ExplainConfig(TaskConfig):
     """Task 4: attribution maps, sanity checks, lung-field share, layers and neurons."""
 
-    profile: str = common("profile")
-    data: Optional[str] = common("data")
     per_group: int = param(2, "test images per class and outcome (correct / misclassified by 1b)",
                            interval="[1, inf)")
     ig_steps: int = param(32, "integrated-gradients path points", interval="[1, inf)")
@@ -45,12 +42,6 @@ class ExplainConfig(TaskConfig):
     top_patches: int = param(4, "most exciting patches per channel", interval="[1, inf)")
     maxact_steps: int = param(64, "activation-maximisation steps", interval="[1, inf)")
     class_channels: int = param(3, "last-block channels per class in the class summary", interval="[1, inf)")
-    seed: int = common("seed", help="seed of image choice, SHAP sampling, randomisation and orders")
-    bootstrap: int = common("bootstrap")
-    device: str = common("device")
-    num_workers: Optional[int] = common("num_workers")
-    cache: Optional[str] = common("cache")
-    force: bool = common("force")
 
     PROFILES = {
         "smoke": dict(per_group=1, ig_steps=8, shap_samples=8, shap_background=8, sanity_images=2,
