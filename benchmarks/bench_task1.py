@@ -15,9 +15,7 @@ Results go to a fresh cache folder (``--cache``, default a temporary one) so not
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -28,6 +26,7 @@ from pneumo.classification import BinaryConfig, MulticlassConfig, run_classifica
 from pneumo.data import load_dataset
 from pneumo.device import configure_threads, pick_device, seed_everything
 from pneumo.models import build_model
+from _args import benchmark_parser
 from pneumo.runner import setup_logging
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -68,12 +67,7 @@ def imagefolder_epoch(data_root: Path, config: BinaryConfig, max_images: int) ->
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=os.environ.get("PNEUMO_DATA") or str(ROOT.parent / "shared" / "data" / "chest_xray"),
-                        help="Kaggle-layout folder (default: $PNEUMO_DATA, else ../shared/data/chest_xray)")
-    parser.add_argument("--profile", default="cpu")
-    parser.add_argument("--cache", default=None, help="results folder (default: a fresh temporary one)")
-    parser.add_argument("--device", default="auto")
+    parser = benchmark_parser(__doc__.splitlines()[0], cache_help="results folder (default: a fresh temporary one)")
     parser.add_argument("--skip-tasks", action="store_true", help="only the data-pipeline figures")
     args = parser.parse_args()
     setup_logging()

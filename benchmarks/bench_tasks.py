@@ -11,12 +11,11 @@ recomputes the tasks named (not Task 1) so that the times are measured now.
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import time
 from pathlib import Path
 
+from _args import benchmark_parser
 from pneumo.runner import run_task, setup_logging
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,12 +39,7 @@ def describe(name: str, entry, seconds: float) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=os.environ.get("PNEUMO_DATA") or str(ROOT.parent / "shared" / "data" / "chest_xray"),
-                        help="Kaggle-layout folder (default: $PNEUMO_DATA, else ../shared/data/chest_xray)")
-    parser.add_argument("--profile", default="cpu")
-    parser.add_argument("--cache", default=None, help="results folder (default: $PNEUMO_CACHE or results/)")
-    parser.add_argument("--device", default="auto")
+    parser = benchmark_parser(__doc__.splitlines()[0], cache_help="results folder (default: $PNEUMO_CACHE or results/)")
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
     parser.add_argument("--force", action="store_true", help="recompute the named tasks (not Task 1)")
     args = parser.parse_args()
