@@ -107,10 +107,10 @@ def test_multiclass_config_shares_settings_with_binary():
 
 def test_ctrl_c_keeps_weights_but_writes_no_entry(task_phantoms, tmp_path, monkeypatch):
     """An interrupted training run never becomes a cache entry that looks finished."""
-    import pneumo.training as training
+    from pneumo.training import classifier
 
     calls = {"n": 0}
-    real_evaluate = training._evaluate
+    real_evaluate = classifier._evaluate
 
     def interrupt_in_second_epoch(*args, **kwargs):
         calls["n"] += 1
@@ -118,7 +118,7 @@ def test_ctrl_c_keeps_weights_but_writes_no_entry(task_phantoms, tmp_path, monke
             raise KeyboardInterrupt
         return real_evaluate(*args, **kwargs)
 
-    monkeypatch.setattr(training, "_evaluate", interrupt_in_second_epoch)
+    monkeypatch.setattr(classifier, "_evaluate", interrupt_in_second_epoch)
     config = BinaryConfig.create("smoke", data=str(task_phantoms), cache=str(tmp_path), grid="none",
                                  device="cpu")
     with pytest.raises(KeyboardInterrupt):

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pneumo import training
+from pneumo.training import augment, classifier, loop
 from pneumo.models import VGGNet
 from pneumo.imaging import from_model_input, to_model_input
 from pneumo.training import TrainResult, augment_batch, extract_features, predict_proba, train_classifier
@@ -105,7 +105,7 @@ def test_augment_geometry_matches_affine_grid(monkeypatch):
     B, H, W = 3, 24, 40
     grids = []
     real = F.grid_sample
-    monkeypatch.setattr(training.F, "grid_sample", lambda inp, grid, **kw: grids.append(grid) or real(inp, grid, **kw))
+    monkeypatch.setattr(augment.F, "grid_sample", lambda inp, grid, **kw: grids.append(grid) or real(inp, grid, **kw))
     augment_batch(torch.zeros(B, 1, H, W), torch.Generator().manual_seed(5))
     u = torch.rand(B, 7, generator=torch.Generator().manual_seed(5))
     sym = 2 * u - 1
@@ -148,7 +148,7 @@ def test_training_is_deterministic_on_cpu(data):
 
 
 def test_keyboard_interrupt_returns_best_state_so_far(data, monkeypatch, caplog):
-    real = training._evaluate
+    real = classifier._evaluate
     calls = []
 
     def interrupt_on_second_epoch(*args, **kwargs):
@@ -157,7 +157,7 @@ def test_keyboard_interrupt_returns_best_state_so_far(data, monkeypatch, caplog)
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(training, "_evaluate", interrupt_on_second_epoch)
+    monkeypatch.setattr(classifier, "_evaluate", interrupt_on_second_epoch)
     model = tiny_vgg()
     with caplog.at_level("WARNING", logger="pneumo.training"):
         result = fit(model, data, epochs=5)
@@ -175,12 +175,12 @@ def test_early_stopping_when_nothing_improves(data):
 
 
 def test_lr_schedule_and_class_weights():
-    lrs = [training._lr_at(s, base_lr=1.0, warmup_steps=4, total_steps=20) for s in range(20)]
+    lrs = [loop._lr_at(s, base_lr=1.0, warmup_steps=4, total_steps=20) for s in range(20)]
     assert lrs[:4] == [0.25, 0.5, 0.75, 1.0]
     assert all(a >= b for a, b in zip(lrs[3:], lrs[4:]))  # monotone cosine decay
     assert lrs[-1] < 0.05
     counts = torch.tensor([30, 10, 0])
-    w = training._class_weights(counts)
+    w = classifier._class_weights(counts)
     assert w[2] == 0 and math.isclose(float((w * counts).sum()), 40.0, rel_tol=1e-6)
     assert math.isclose(float(w[1] / w[0]), 3.0, rel_tol=1e-6)
 

@@ -1,0 +1,80 @@
+"""A trained network over many images: class probabilities and embeddings, batch by batch."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from pneumo.device import autocast
+from pneumo.imaging import as_uint8_tensor, to_model_input
+from pneumo.training.loop import _use_channels_last
+
+
+@torch.no_grad()
+def _logits(model: nn.Module, x_uint8: Tensor, batch_size: int, device: torch.device,
+            fn=None) -> Tensor:
+    """Outputs of ``fn`` (default ``model``) over device-resident uint8 images, float32 (N, K)."""
+    fn = model if fn is None else fn
+    channels_last = _use_channels_last(device)
+    out = []
+    for i in range(0, x_uint8.shape[0], batch_size):
+        x = to_model_input(x_uint8[i:i + batch_size])
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast(device):
+            out.append(fn(x).float())
+    return torch.cat(out)
+
+
+def _batched_outputs(model: nn.Module, images, batch_size: int, device: torch.device, use_features: bool) -> np.ndarray:
+    """Run ``model`` (or ``model.features``) over uint8 images in eval mode, then restore the mode."""
+    was_training = model.training
+    model.to(device)
+    model.eval()
+    try:
+        fn = model.features if use_features else model
+        out = []
+        for i in range(0, len(images), batch_size):
+            x = as_uint8_tensor(images[i:i + batch_size], device)  # only one batch on the device
+            out.append(_logits(model, x, batch_size, device, fn=fn))
+        return torch.cat(out).cpu().numpy() if out else np.zeros((0, 0), dtype=np.float32)
+    finally:
+        model.train(was_training)
+
+
+@torch.no_grad()
+def predict_proba(model: nn.Module, images: np.ndarray, *, batch_size: int = 256, device: torch.device) -> np.ndarray:
+    """Softmax class probabilities.
+
+    Parameters
+    ----------
+    model
+        Classifier returning logits; moved to ``device`` in place and run in eval mode.
+        Its previous train/eval mode is restored afterwards.
+    images
+        uint8 (N, H, W) or (N, 1, H, W) array (or tensor).
+    batch_size
+        Images per forward pass.
+    device
+        Where to compute.
+
+    Returns
+    -------
+    numpy.ndarray
+        (N, C) float32 probabilities; rows sum to 1.
+    """
+    logits = _batched_outputs(model, images, batch_size, device, use_features=False)
+    return torch.softmax(torch.from_numpy(logits), dim=1).numpy()
+
+
+@torch.no_grad()
+def extract_features(
+    model: nn.Module, images: np.ndarray, *, batch_size: int = 256, device: torch.device
+) -> np.ndarray:
+    """Embeddings from ``model.features`` (e.g. for t-SNE or a linear probe).
+
+    As :func:`predict_proba`, but ``model`` needs a ``features(x) -> (B, D)`` method, and the
+    result is its (N, D) float32 output.
+    """
+    return _batched_outputs(model, images, batch_size, device, use_features=True)
