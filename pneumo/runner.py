@@ -8,6 +8,7 @@ notebook through papermill; the executed notebook is stored in the entry.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -143,7 +144,8 @@ def _user_error_hook(kind, error, traceback) -> None:
 
 
 def run_task(name: str, profile: str | None = None, *, notebook: bool = True,
-             stderr: TextIO | None = None, **params: Any) -> Entry:
+             stderr: TextIO | None = None, kernel_env: Mapping[str, str] | None = None,
+             **params: Any) -> Entry:
     """Return the task's cache entry, computing it through papermill when missing.
 
     Parameters
@@ -159,6 +161,9 @@ def run_task(name: str, profile: str | None = None, *, notebook: bool = True,
     stderr
         Where the notebook's console output (log lines, progress bars) goes as it comes;
         default ``sys.stderr``.
+    kernel_env
+        Variables added to the notebook kernel's environment (e.g. ``OMP_NUM_THREADS`` when
+        several tasks share the machine); they do not change the entry.
     **params
         Any field of the task's config; unknown names are rejected before anything runs.
     """
@@ -170,10 +175,10 @@ def run_task(name: str, profile: str | None = None, *, notebook: bool = True,
             return entry
     if not notebook:
         return spec.run(config)
-    return _run_notebook(spec, config, stderr or sys.stderr)
+    return _run_notebook(spec, config, stderr or sys.stderr, kernel_env or {})
 
 
-def _run_notebook(spec: TaskSpec, config: TaskConfig, stderr: TextIO) -> Entry:
+def _run_notebook(spec: TaskSpec, config: TaskConfig, stderr: TextIO, kernel_env: Mapping[str, str]) -> Entry:
     import jupytext
     import papermill
 
@@ -190,6 +195,7 @@ def _run_notebook(spec: TaskSpec, config: TaskConfig, stderr: TextIO) -> Entry:
         papermill.execute_notebook(
             str(source), str(executed), parameters=config.to_dict(), kernel_name="python3",
             cwd=str(PROJECT_ROOT), progress_bar=False, log_output=False, stderr_file=stderr,
+            kernel_manager_class=task_kernel_manager(kernel_env),
         )
         entry = _entry_printed_by(executed)
         if entry is None or not entry.exists:
@@ -200,6 +206,29 @@ def _run_notebook(spec: TaskSpec, config: TaskConfig, stderr: TextIO) -> Entry:
         shutil.copy2(executed, partial)
         os.replace(partial, entry.path / "notebook.ipynb")
     return entry
+
+
+def task_kernel_manager(env: Mapping[str, str]) -> type:
+    """The Jupyter kernel manager papermill starts a task's kernel with.
+
+    It adds ``env`` to the kernel's environment, and provisions CurveZMQ keys where the
+    kernel supports them, so the kernel's traffic on localhost is encrypted and it does not
+    warn that it runs over plain TCP.
+    """
+    from jupyter_client import AsyncKernelManager
+    from traitlets import TraitError
+
+    class TaskKernelManager(AsyncKernelManager):
+        def __init__(self, **kwargs: Any):
+            super().__init__(**kwargs)
+            with contextlib.suppress(TraitError):  # pyzmq built without CurveZMQ: plain TCP
+                self.transport_encryption = "auto"
+
+        async def start_kernel(self, **kw: Any) -> None:
+            kw["env"] = {**os.environ, **kw.get("env", {}), **env}
+            await super().start_kernel(**kw)
+
+    return TaskKernelManager
 
 
 def _entry_printed_by(notebook_path: Path) -> Entry | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import subprocess
 import sys
@@ -226,3 +227,23 @@ def test_upstream_networks_are_computed_as_a_direct_run(monkeypatch):
     assert [c[:2] for c in calls] == [("binary", "smoke"), ("multiclass", "smoke")]
     assert calls[0][2] == {"data": "/d", "cache": "/c", "device": "cpu", "num_workers": 0}
     assert list(entries) == list(upstream.CLASSIFIER_TASKS)
+
+
+def test_task_kernels_get_their_environment_and_an_encrypted_transport(tmp_path, capfd):
+    """papermill's kernel for a task sees kernel_env, and does not warn of plain TCP."""
+    import nbformat
+    import papermill
+
+    from pneumo.runner import task_kernel_manager
+
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
+        "import os; print(os.environ['OMP_NUM_THREADS'], os.environ.get('PNEUMO_ONLY_HERE'))")])
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(notebook, tmp_path / "in.ipynb")
+    papermill.execute_notebook(str(tmp_path / "in.ipynb"), str(tmp_path / "out.ipynb"), kernel_name="python3",
+                               progress_bar=False, kernel_manager_class=task_kernel_manager(
+                                   {"OMP_NUM_THREADS": "1", "PNEUMO_ONLY_HERE": "yes"}))
+    out = nbformat.read(tmp_path / "out.ipynb", as_version=4).cells[0].outputs[0]["text"]
+    assert out.split() == ["1", "yes"]
+    assert "PNEUMO_ONLY_HERE" not in os.environ
+    assert "without encryption" not in capfd.readouterr().err

@@ -110,8 +110,9 @@ def compute_all(profile: str | None = None, *, notebook: bool = True, jobs: int 
         False computes in this process, one task at a time.
     jobs
         Tasks run at once, each in its own kernel, when the task graph allows (Task 3 needs
-        nothing from Task 1, Tasks 2 and 4 need only Task 1). The cores are shared between them
-        (``OMP_NUM_THREADS``); the entries are the same whichever way they ran.
+        nothing from Task 1, Tasks 2 and 4 need only Task 1). The kernels running at once share
+        the cores (``OMP_NUM_THREADS`` in each kernel; one that starts alone gets them all); the
+        entries are the same whichever way they ran.
     **params
         Config overrides applied to every task (e.g. ``device="cuda"``).
 
@@ -122,28 +123,37 @@ def compute_all(profile: str | None = None, *, notebook: bool = True, jobs: int 
     """
     from pneumo.runner import TASK_REGISTRY, run_task
 
-    jobs = max(1, min(int(jobs), len(TASK_REGISTRY))) if notebook else 1
-    total = len(TASK_REGISTRY)
+    from pneumo.device import available_cores
 
-    def run(name: str) -> Entry:
+    jobs = max(1, min(int(jobs), len(TASK_REGISTRY))) if notebook else 1
+    total, cores = len(TASK_REGISTRY), available_cores()
+
+    def run(name: str, threads: int) -> Entry:
         _TaskStream.current.task = name if jobs > 1 else None
         start = time.perf_counter()
-        log.info("task %s (%d of %d) starting", name, list(TASK_REGISTRY).index(name) + 1, total)
+        log.info("task %s (%d of %d) starting%s", name, list(TASK_REGISTRY).index(name) + 1, total,
+                 f" on {threads} of {cores} cores" if jobs > 1 else "")
+        # pneumo.device.configure_threads follows OMP_NUM_THREADS in the task's kernel.
+        kernel_env = {"OMP_NUM_THREADS": str(threads)} if jobs > 1 else None
         with _TaskStream(name) if jobs > 1 else contextlib.nullcontext(sys.stderr) as stream:
-            entry = run_task(name, profile, notebook=notebook, stderr=stream, **params)
+            entry = run_task(name, profile, notebook=notebook, stderr=stream, kernel_env=kernel_env, **params)
         log.info("task %s ready after %.0f s: %s", name, time.perf_counter() - start, entry.path)
         return entry
 
     entries: dict[str, Entry] = {}
     waiting = list(TASK_REGISTRY)
     running: dict[concurrent.futures.Future, str] = {}
-    with _threads_per_task(jobs), _tagged_logs(), concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
+    with _tagged_logs(), concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
         try:
             while waiting or running:
-                for name in [n for n in waiting if set(TASK_REGISTRY[n].upstream) <= entries.keys()]:
-                    if len(running) < jobs:
-                        waiting.remove(name)
-                        running[pool.submit(run, name)] = name
+                ready = [n for n in waiting if set(TASK_REGISTRY[n].upstream) <= entries.keys()]
+                starting = ready[:jobs - len(running)]
+                # The kernels running from now on share the cores; a task that starts alone
+                # gets all of them (a kernel keeps its thread count once started).
+                threads = max(1, cores // (len(running) + len(starting))) if starting else 0
+                for name in starting:
+                    waiting.remove(name)
+                    running[pool.submit(run, name, threads)] = name
                 done, _ = concurrent.futures.wait(running, return_when=concurrent.futures.FIRST_COMPLETED)
                 for future in done:
                     entries[running.pop(future)] = future.result()
@@ -151,30 +161,6 @@ def compute_all(profile: str | None = None, *, notebook: bool = True, jobs: int 
             pool.shutdown(wait=False, cancel_futures=True)
             raise
     return {name: entries[name] for name in TASK_REGISTRY}
-
-
-@contextlib.contextmanager
-def _threads_per_task(jobs: int) -> Iterator[None]:
-    """Give each of ``jobs`` concurrent task kernels its share of the cores.
-
-    The kernels inherit ``OMP_NUM_THREADS``, which :func:`pneumo.device.configure_threads`
-    follows; one kernel per core beats two kernels fighting over every core.
-    """
-    if jobs <= 1:
-        yield
-        return
-    from pneumo.device import available_cores
-
-    cores = available_cores()
-    previous = os.environ.get("OMP_NUM_THREADS")
-    os.environ["OMP_NUM_THREADS"] = str(max(1, cores // jobs))
-    try:
-        yield
-    finally:
-        if previous is None:
-            os.environ.pop("OMP_NUM_THREADS", None)
-        else:
-            os.environ["OMP_NUM_THREADS"] = previous
 
 
 @contextlib.contextmanager
