@@ -46,10 +46,9 @@ def test_compute_all_runs_upstream_tasks_first(fake_tasks, jobs):
             assert spans[upstream][1] <= spans[name][0], f"{name} started before {upstream} ended"
     overlapping = spans["anomaly"][0] < spans["binary"][1] and spans["binary"][0] < spans["anomaly"][1]
     assert overlapping == (jobs > 1)
-    if jobs == 1:  # one kernel at a time keeps its default: every core
-        assert set(threads.values()) == {None}
-    else:  # kernels started together share the 4 cores; Task 1b, started alone, gets them all
-        assert threads == {"binary": "2", "anomaly": "2", "multiclass": "4", "embeddings": "2", "explain": "2"}
+    # One kernel at a time keeps its default (every core); else each gets a fixed share of the
+    # 4 cores, also Task 1b, which here starts alone: its numbers must not depend on timing.
+    assert set(threads.values()) == ({None} if jobs == 1 else {str(4 // jobs)})
 
 
 def test_compute_all_stops_at_a_failing_task(fake_tasks, monkeypatch):

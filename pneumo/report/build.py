@@ -110,9 +110,10 @@ def compute_all(profile: str | None = None, *, notebook: bool = True, jobs: int 
         False computes in this process, one task at a time.
     jobs
         Tasks run at once, each in its own kernel, when the task graph allows (Task 3 needs
-        nothing from Task 1, Tasks 2 and 4 need only Task 1). The kernels running at once share
-        the cores (``OMP_NUM_THREADS`` in each kernel; one that starts alone gets them all); the
-        entries are the same whichever way they ran.
+        nothing from Task 1, Tasks 2 and 4 need only Task 1). Each kernel gets ``cores // jobs``
+        threads (``OMP_NUM_THREADS`` in its environment), whichever tasks run beside it, so a
+        rerun gives the same numbers. The cache keys do not depend on ``jobs``: an entry
+        computed either way is found either way.
     **params
         Config overrides applied to every task (e.g. ``device="cuda"``).
 
@@ -127,6 +128,10 @@ def compute_all(profile: str | None = None, *, notebook: bool = True, jobs: int 
 
     jobs = max(1, min(int(jobs), len(TASK_REGISTRY))) if notebook else 1
     total, cores = len(TASK_REGISTRY), available_cores()
+    # A fixed share of the cores per kernel, whichever tasks happen to run together: on the
+    # CPU a network's numbers depend on its thread count (the order of float sums), so the
+    # share must not depend on timing for a rerun to give the same numbers.
+    threads = max(1, cores // jobs)
 
     def run(name: str, threads: int) -> Entry:
         _TaskStream.current.task = name if jobs > 1 else None
@@ -147,11 +152,7 @@ def compute_all(profile: str | None = None, *, notebook: bool = True, jobs: int 
         try:
             while waiting or running:
                 ready = [n for n in waiting if set(TASK_REGISTRY[n].upstream) <= entries.keys()]
-                starting = ready[:jobs - len(running)]
-                # The kernels running from now on share the cores; a task that starts alone
-                # gets all of them (a kernel keeps its thread count once started).
-                threads = max(1, cores // (len(running) + len(starting))) if starting else 0
-                for name in starting:
+                for name in ready[:jobs - len(running)]:
                     waiting.remove(name)
                     running[pool.submit(run, name, threads)] = name
                 done, _ = concurrent.futures.wait(running, return_when=concurrent.futures.FIRST_COMPLETED)
