@@ -73,12 +73,13 @@ def test_task_stream_tags_whole_lines_and_keeps_a_bar_final_state():
     assert out.getvalue() == "[anomaly] epoch 1: 100%\n[anomaly] log line\n[anomaly] last\n"
 
 
-def test_default_jobs_follows_the_profile(monkeypatch):
+def test_default_jobs_follows_the_profile_and_the_data(monkeypatch):
     monkeypatch.setattr("pneumo.device.available_cores", lambda: 2)
-    assert build.default_jobs("smoke") == 2
-    assert build.default_jobs("cpu") == build.default_jobs("gpu") == 1
+    assert build.default_jobs("smoke", synthetic=True) == 2
+    assert build.default_jobs("smoke", synthetic=False) == 1  # real data: Task 1 wants every core
+    assert build.default_jobs("cpu", synthetic=True) == build.default_jobs("gpu", synthetic=True) == 1
     monkeypatch.setattr("pneumo.device.available_cores", lambda: 1)
-    assert build.default_jobs("smoke") == 1
+    assert build.default_jobs("smoke", synthetic=True) == 1
 
 
 def test_platform_text_counts_threads_and_names_the_gpu():

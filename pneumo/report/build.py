@@ -84,17 +84,19 @@ def describe_run(profile: str | None = None) -> tuple[str, str]:
     return resolved, f"profile {resolved} ({how}), {data}"
 
 
-def default_jobs(profile: str) -> int:
+def default_jobs(profile: str, synthetic: bool) -> int:
     """How many tasks :func:`compute_all` runs at once by default.
 
-    Two on a machine with two or more cores for the ``smoke`` profile: its small networks
-    gain little from a second thread, so two tasks with one core each finish sooner (on two
-    cores, 108 s instead of 158 s for all five). One otherwise: with real data Task 1's chain of
-    two trainings is the long pole and wants every core.
+    Two for the ``smoke`` profile on synthetic phantoms, on two or more cores: the small
+    networks on 600 images gain little from a second thread, so two tasks with one core each
+    finish sooner (measured on two cores: 108 s instead of 158 s for all five). One
+    otherwise: on real data Task 1's chain of two trainings is the long pole and wants every
+    core (``smoke`` on the real data took longer two at a time: Task 1a 311 s and 1b 353 s on
+    one core each).
     """
     from pneumo.device import available_cores
 
-    return 2 if profile == "smoke" and available_cores() >= 2 else 1
+    return 2 if profile == "smoke" and synthetic and available_cores() >= 2 else 1
 
 
 def compute_all(profile: str | None = None, *, notebook: bool = True, jobs: int = 1,
@@ -348,7 +350,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="compute only, do not run Quarto (the pre-render step of `quarto render`)")
     parser.add_argument("--jobs", type=int, default=None,
                         help="tasks computed at once where the task graph allows (default: 2 for "
-                             "the smoke profile on two or more cores, else 1)")
+                             "the smoke profile on phantoms with two or more cores, else 1)")
     parser.add_argument("--output-dir", type=Path, default=OUTPUT_DIR.parent,
                         help="Quarto's output folder: the report goes to its report/ (default: _output)")
     args = parser.parse_args(argv)
@@ -362,7 +364,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     profile, sentence = describe_run(requested)
     log.info("pneumo report: %s", sentence)
     start = time.perf_counter()
-    entries = compute_all(profile, jobs=args.jobs or default_jobs(profile))
+    from pneumo.data import locate_data
+
+    entries = compute_all(profile, jobs=args.jobs or default_jobs(profile, synthetic=locate_data() is None))
     log.info("every task computed or found in the cache in %.0f s", time.perf_counter() - start)
     for name, entry in entries.items():
         print(f"{name}: {entry.path}")
