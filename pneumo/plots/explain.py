@@ -121,6 +121,7 @@ def attribution_overlays(images: np.ndarray, maps: Mapping[str, Mapping[str, np.
         Gaussian smoothing, in pixels, of the per-pixel methods (Grad-CAM is not smoothed).
     width
         Figure width in inches; the height follows from square cells (at most :data:`MAX_HEIGHT`).
+
     Returns
     -------
     matplotlib.figure.Figure
@@ -153,6 +154,7 @@ def gradcam_depth(images: np.ndarray, blocks: Mapping[str, Mapping[str, np.ndarr
         One short label per image.
     width
         Figure width in inches; the height follows from square cells (at most :data:`MAX_HEIGHT`).
+
     Returns
     -------
     matplotlib.figure.Figure
@@ -263,6 +265,7 @@ def randomisation_maps(images: np.ndarray, trained: Mapping[str, np.ndarray], ra
         Gaussian smoothing, in pixels, of the per-pixel methods (Grad-CAM is not smoothed).
     width
         Figure width in inches; the height follows from square cells (at most :data:`MAX_HEIGHT`).
+
     Returns
     -------
     matplotlib.figure.Figure
