@@ -32,7 +32,7 @@ import datetime as _dt
 import errno
 import fcntl
 import hashlib
-import importlib
+import importlib.metadata
 import io
 import json
 import logging
@@ -437,6 +437,11 @@ class EntryWriter:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
+#: Packages named in each run record, as ``{record key: distribution name}``.
+_RECORDED_PACKAGES = {"numpy": "numpy", "sklearn": "scikit-learn", "torchvision": "torchvision",
+                      "torchxrayvision": "torchxrayvision", "openTSNE": "openTSNE", "shap": "shap"}
+
+
 def run_record() -> dict[str, Any]:
     """Where and with what a result was computed."""
     import torch
@@ -450,9 +455,11 @@ def run_record() -> dict[str, Any]:
         "cpu_threads": torch.get_num_threads(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     }
-    for package in ("numpy", "sklearn", "torchvision", "torchxrayvision", "openTSNE", "shap"):
-        with contextlib.suppress(Exception):
-            record[package] = importlib.import_module(package).__version__
+    # Versions from the installed distributions' metadata: importing the packages to read
+    # __version__ cost ~8 s in every task kernel (shap and torchxrayvision import slowly).
+    for key, distribution in _RECORDED_PACKAGES.items():
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            record[key] = importlib.metadata.version(distribution)
     return record
 
 
