@@ -85,6 +85,16 @@ def autocast(device: torch.device, enabled: bool = True):
     return contextlib.nullcontext()
 
 
+def memory_format(device: torch.device) -> torch.memory_format:
+    """The memory format networks and image batches use on ``device``.
+
+    channels_last on CUDA and on CPU, where oneDNN runs these convolutions faster (VGG at
+    128 px on 2 cores: ~75 vs ~55 images/s; the autoencoder ~1.5x); MPS support is patchy,
+    so the default layout there.
+    """
+    return torch.channels_last if device.type in ("cpu", "cuda") else torch.contiguous_format
+
+
 def available_cores() -> int:
     """The cores this process may run on (its affinity, which containers may narrow)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1

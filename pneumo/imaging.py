@@ -63,8 +63,10 @@ def from_model_input(x: Tensor) -> Tensor:
     return p.round_().clamp_(0, 255).to(torch.uint8)
 
 
-def as_uint8_tensor(images, device: torch.device, channels_last: bool = False) -> Tensor:
-    """numpy/tensor uint8 (N, H, W) or (N, 1, H, W) -> uint8 tensor (N, 1, H, W) on ``device``."""
+def as_uint8_tensor(images, device: torch.device,
+                    memory_format: torch.memory_format = torch.contiguous_format) -> Tensor:
+    """numpy/tensor uint8 (N, H, W) or (N, 1, H, W) -> uint8 tensor (N, 1, H, W) on ``device``,
+    in ``memory_format`` (see :func:`pneumo.device.memory_format`)."""
     t = torch.as_tensor(images)
     if t.dtype != torch.uint8:
         raise TypeError(f"images must be uint8 (raw pixels), got {t.dtype}")
@@ -73,7 +75,7 @@ def as_uint8_tensor(images, device: torch.device, channels_last: bool = False) -
     if t.ndim != 4 or t.shape[1] != 1:
         raise ValueError(f"images must be (N, H, W) or (N, 1, H, W), got {tuple(t.shape)}")
     t = t.to(device)
-    return t.contiguous(memory_format=torch.channels_last) if channels_last else t.contiguous()
+    return t.contiguous(memory_format=memory_format)
 
 
 #: Per-image intensity normalisations of :func:`normalise_intensity`.

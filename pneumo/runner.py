@@ -143,6 +143,22 @@ def _user_error_hook(kind, error, traceback) -> None:
     sys.__excepthook__(kind, error, traceback)
 
 
+def lookup_task(name: str, profile: str | None = None, **params: Any) -> Entry:
+    """The task's cache entry for these settings, computed or not (see ``Entry.exists``).
+
+    Nothing runs: the entry's key comes from the config, the data's fingerprint and the
+    task's code. When an upstream task is missing, the returned entry is that missing
+    upstream entry (:func:`pneumo.upstream.first_missing`).
+
+    Parameters
+    ----------
+    name, profile, **params
+        As in :func:`run_task`.
+    """
+    spec = task_spec(name)
+    return spec.run(spec.config.create(profile, **params), compute=False)
+
+
 def run_task(name: str, profile: str | None = None, *, notebook: bool = True,
              stderr: TextIO | None = None, kernel_env: Mapping[str, str] | None = None,
              **params: Any) -> Entry:
@@ -170,7 +186,7 @@ def run_task(name: str, profile: str | None = None, *, notebook: bool = True,
     spec = task_spec(name)
     config = spec.config.create(profile, **params)
     if not config.force:
-        entry = spec.run(config, compute=False)
+        entry = spec.run(config, compute=False)  # as lookup_task, with the config made once
         if entry.exists:
             return entry
     if not notebook:

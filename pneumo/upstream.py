@@ -53,18 +53,16 @@ def classifier_entries(
     dict
         ``{"binary": Entry, "multiclass": Entry}``.
     """
-    from pneumo.runner import run_task, task_spec
+    from pneumo.runner import lookup_task, run_task
 
     shared = dict(data=data, cache=cache, device=device, num_workers=num_workers)
+    if not compute:
+        return {name: lookup_task(name, profile, **shared) for name in CLASSIFIER_TASKS}
     entries = {}
     for name in CLASSIFIER_TASKS:
-        if compute:
-            # As a direct run: the task script through papermill, so the entry has its notebook.
-            entries[name] = run_task(name, profile, **shared)
-            log.info("%s network: %s", name, entries[name].path)
-        else:
-            spec = task_spec(name)
-            entries[name] = spec.run(spec.config.create(profile, **shared), compute=False)
+        # As a direct run: the task script through papermill, so the entry has its notebook.
+        entries[name] = run_task(name, profile, **shared)
+        log.info("%s network: %s", name, entries[name].path)
     return entries
 
 

@@ -12,9 +12,9 @@ import torch
 from torch import Tensor
 
 from pneumo.anomaly.config import RECONSTRUCTION_SCORES
+from pneumo.device import memory_format
 from pneumo.imaging import gaussian_blur, to_model_input
 from pneumo.models import ConvAutoencoder
-from pneumo.models.autoencoder import memory_format
 
 
 def ssim_map(x: Tensor, y: Tensor, *, sigma: float = 1.5, data_range: float = 4.0) -> Tensor:

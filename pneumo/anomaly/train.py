@@ -8,10 +8,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pneumo.anomaly.data import corrupt
-from pneumo.device import autocast
+from pneumo.device import autocast, memory_format
 from pneumo.imaging import to_model_input
 from pneumo.models import ConvAutoencoder
-from pneumo.models.autoencoder import memory_format
 from pneumo.training import TrainResult, fit
 
 

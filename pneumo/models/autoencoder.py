@@ -1,8 +1,8 @@
 """Task 3's network: a convolutional autoencoder with a dense bottleneck, and its rebuilding.
 
 :class:`ConvAutoencoder` is the network (its docstring lists the layers),
-:func:`build_autoencoder` rebuilds one from a saved config, and :func:`memory_format` is the
-memory layout it runs fastest in on a device.
+:func:`build_autoencoder` rebuilds one from a saved config (the memory layout it runs in
+on a device is :func:`pneumo.device.memory_format`, shared with every network).
 """
 
 from __future__ import annotations
@@ -103,10 +103,3 @@ def build_autoencoder(config: dict[str, Any]) -> ConvAutoencoder:
     return ConvAutoencoder(int(config["resolution"]), int(config["width"]), int(config["depth"]),
                            int(config["latent"]))
 
-
-def memory_format(device: torch.device) -> torch.memory_format:
-    """The memory format to run a :class:`ConvAutoencoder` in on ``device``.
-
-    channels_last on CPU (oneDNN: ~1.5x faster for this model) and CUDA; default elsewhere.
-    """
-    return torch.channels_last if device.type in ("cpu", "cuda") else torch.contiguous_format

@@ -9,11 +9,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pneumo.device import autocast
+from pneumo.device import autocast, memory_format
 from pneumo.imaging import as_uint8_tensor
 from pneumo.metrics import multiclass_metrics
 from pneumo.training.inference import _logits
-from pneumo.training.loop import TrainResult, _use_channels_last, fit
+from pneumo.training.loop import TrainResult, fit
 
 log = logging.getLogger(__name__)
 
@@ -143,11 +143,9 @@ def train_classifier(
         raise ValueError(f"balance must be one of {BALANCE_MODES}, got {balance!r}")
     if select_metric not in SELECT_METRICS:
         raise ValueError(f"select_metric must be one of {SELECT_METRICS}, got {select_metric!r}")
-    if epochs < 1 or batch_size < 1:
-        raise ValueError(f"epochs and batch_size must be >= 1, got {epochs=}, {batch_size=}")
-    channels_last = _use_channels_last(device)
     # The whole data set lives on the device as uint8; batches are index slices of it.
-    x_val = as_uint8_tensor(val_images, device, channels_last)  # (N_val, 1, H, W) uint8
+    # (fit checks epochs and batch_size.)
+    x_val = as_uint8_tensor(val_images, device, memory_format(device))  # (N_val, 1, H, W) uint8
     y_train = torch.as_tensor(np.array(train_targets, dtype=np.int64), device=device)  # (N,)
     y_val = torch.as_tensor(np.array(val_targets, dtype=np.int64), device=device)
     if y_train.shape != (len(train_images),) or y_val.shape != (x_val.shape[0],):

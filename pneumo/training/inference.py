@@ -6,9 +6,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from pneumo.device import autocast
+from pneumo.device import autocast, memory_format
 from pneumo.imaging import as_uint8_tensor, to_model_input
-from pneumo.training.loop import _use_channels_last
 
 
 @torch.no_grad()
@@ -16,12 +15,10 @@ def _logits(model: nn.Module, x_uint8: Tensor, batch_size: int, device: torch.de
             fn=None) -> Tensor:
     """Outputs of ``fn`` (default ``model``) over device-resident uint8 images, float32 (N, K)."""
     fn = model if fn is None else fn
-    channels_last = _use_channels_last(device)
+    layout = memory_format(device)
     out = []
     for i in range(0, x_uint8.shape[0], batch_size):
-        x = to_model_input(x_uint8[i:i + batch_size])
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
+        x = to_model_input(x_uint8[i:i + batch_size]).contiguous(memory_format=layout)
         with autocast(device):
             out.append(fn(x).float())
     return torch.cat(out)
