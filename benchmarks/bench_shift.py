@@ -23,18 +23,19 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _args import benchmark_parser  # noqa: E402
 
-from pneumo.data import CLASSES, load_dataset  # noqa: E402
+from pneumo.classification import multiclass_shift_metrics  # noqa: E402
+from pneumo.data import load_dataset  # noqa: E402
 from pneumo.device import pick_device  # noqa: E402
-from pneumo.metrics import binary_metrics, multiclass_metrics  # noqa: E402
+from pneumo.metrics import binary_metrics  # noqa: E402
 from pneumo.results import Entry, ResultCache  # noqa: E402
 from pneumo.runner import lookup_task  # noqa: E402
-from pneumo.shift import compare_threshold_rules, robustness_summary, score_under_shifts  # noqa: E402
+from pneumo.shift import (choose_threshold_rule, compare_threshold_rules, robustness_summary,  # noqa: E402
+                          score_under_shifts, summarise_threshold_rules)
 from pneumo.training import predict_proba  # noqa: E402
 from pneumo.upstream import entry_dataset, load_classifier  # noqa: E402
 
@@ -51,15 +52,8 @@ def _binary(model, images, y, threshold, device) -> tuple[pd.DataFrame, dict]:
 
 
 def _multiclass(model, images, y, device) -> pd.DataFrame:
-    def metrics(y_true, proba):
-        m = multiclass_metrics(y_true, proba, class_names=CLASSES)
-        sick = y_true > 0
-        p_viral = proba[sick, 2] / np.clip(proba[sick, 1:].sum(1), 1e-12, None)
-        bv = binary_metrics((y_true[sick] == 2).astype(int), p_viral)
-        return {"accuracy": float(m["accuracy"]), "balanced_accuracy": float(m["balanced_accuracy"]),
-                "bacterial_vs_viral_roc_auc": float(bv["roc_auc"])}
-
-    return score_under_shifts(lambda x: predict_proba(model, x, device=device), images, y, metrics)[0]
+    return score_under_shifts(lambda x: predict_proba(model, x, device=device), images, y,
+                              multiclass_shift_metrics)[0]
 
 
 def _variants(cache: ResultCache, data: str, device) -> pd.DataFrame:
@@ -90,12 +84,17 @@ def _variants(cache: ResultCache, data: str, device) -> pd.DataFrame:
 def main() -> None:
     parser = benchmark_parser(__doc__.splitlines()[0], cache_help="results folder (default: the project's)")
     parser.add_argument("--variants", action="store_true", help="also score every cached Task 1a grid variant")
+    parser.add_argument("--entries", nargs=2, metavar=("BINARY", "MULTICLASS"),
+                        help="score these Task 1a and 1b entry folders instead of the profile's")
     args = parser.parse_args()
     pd.set_option("display.width", 160, "display.max_columns", 20, "display.precision", 3)
     device = pick_device(args.device)
     args.data = args.data or None  # --data "": the synthetic phantoms
     shared = dict(data=args.data, cache=args.cache)
-    binary, multiclass = (lookup_task(name, args.profile, **shared) for name in ("binary", "multiclass"))
+    if args.entries:
+        binary, multiclass = (Entry(path) for path in args.entries)
+    else:
+        binary, multiclass = (lookup_task(name, args.profile, **shared) for name in ("binary", "multiclass"))
     for entry in (binary, multiclass):
         if not entry.exists:
             sys.exit(f"bench_shift: no cached entry {entry.path}; compute it first (make report, or "
@@ -112,16 +111,10 @@ def main() -> None:
     for metric in ("roc_auc", "accuracy", "specificity"):
         print(f"  {metric}: {robustness_summary(table, metric)}")
 
-    rules = compare_threshold_rules(y, scores)
-    summary = rules[rules["shift"] != "none"].groupby("rule", sort=False).agg(
-        threshold_clean=("threshold", "median"), balanced_accuracy_mean=("balanced_accuracy", "mean"),
-        balanced_accuracy_worst=("balanced_accuracy", "min"), specificity_mean=("specificity", "mean"),
-        specificity_worst=("specificity", "min"), sensitivity_worst=("sensitivity", "min"))
-    clean = rules[rules["shift"] == "none"].set_index("rule")
-    summary.insert(0, "threshold", clean["threshold"])
-    summary.insert(1, "clean_balanced_accuracy", clean["balanced_accuracy"])
+    comparison = compare_threshold_rules(y, scores)
     print("\nThreshold rules, each judged on the shifts it did not see (leave one shift out):")
-    print(summary.drop(columns="threshold_clean").to_string())
+    print(summarise_threshold_rules(comparison).to_string())
+    print(f"  chosen by mean balanced accuracy under shift: {choose_threshold_rule(comparison)}")
 
     model_1b, _ = load_classifier(multiclass, device)
     x, rows = entry_dataset(multiclass, data=args.data, cache=args.cache).subset("val")
@@ -132,7 +125,8 @@ def main() -> None:
     if args.variants:
         from scipy.stats import spearmanr
 
-        variants = _variants(ResultCache(args.cache), args.data, device)
+        cache = ResultCache(args.cache if args.cache else binary.path.parent.parent if args.entries else None)
+        variants = _variants(cache, args.data, device)
         print("\nTask 1a grid variants (cached), validation ROC AUC plain and under shifts:")
         print(variants.sort_values("val_roc_auc", ascending=False).to_string(index=False))
         for column in ("shifted_mean_roc_auc", "shifted_worst_roc_auc"):

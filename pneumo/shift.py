@@ -30,7 +30,8 @@ from pneumo.imaging import gaussian_blur
 from pneumo.metrics import binary_metrics, choose_threshold
 
 __all__ = ["Shift", "SHIFTS", "apply_shift", "score_under_shifts", "robustness_summary",
-           "THRESHOLD_RULES_UNDER_SHIFT", "compare_threshold_rules"]
+           "THRESHOLD_RULES_UNDER_SHIFT", "compare_threshold_rules", "summarise_threshold_rules",
+           "choose_threshold_rule"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -246,3 +247,36 @@ def compare_threshold_rules(y_val: np.ndarray, scores: Mapping[str, np.ndarray])
                          **{k: float(m[k]) for k in ("accuracy", "balanced_accuracy", "sensitivity",
                                                       "specificity")}})
     return pd.DataFrame(rows)
+
+
+def summarise_threshold_rules(comparison: pd.DataFrame) -> pd.DataFrame:
+    """One row per rule of a :func:`compare_threshold_rules` table, in rule order.
+
+    Columns: ``threshold`` (chosen on all shifts), ``clean_balanced_accuracy`` (unshifted
+    validation), then over the shifted rows (each judged at a cut that did not see it):
+    ``mean_balanced_accuracy``, ``worst_balanced_accuracy``, ``mean_specificity``,
+    ``worst_specificity``, ``mean_sensitivity``, ``worst_sensitivity``.
+    """
+    clean = comparison[comparison["shift"] == "none"].set_index("rule")
+    shifted = comparison[comparison["shift"] != "none"].groupby("rule", sort=False)
+    summary = pd.DataFrame({
+        "threshold": clean["threshold"], "clean_balanced_accuracy": clean["balanced_accuracy"],
+        "mean_balanced_accuracy": shifted["balanced_accuracy"].mean(),
+        "worst_balanced_accuracy": shifted["balanced_accuracy"].min(),
+        "mean_specificity": shifted["specificity"].mean(), "worst_specificity": shifted["specificity"].min(),
+        "mean_sensitivity": shifted["sensitivity"].mean(), "worst_sensitivity": shifted["sensitivity"].min(),
+    })
+    return summary.reindex([r for r in THRESHOLD_RULES_UNDER_SHIFT if r in summary.index]).rename_axis("rule")
+
+
+def choose_threshold_rule(comparison: pd.DataFrame) -> str:
+    """The rule whose cuts hold best on shifts they did not see.
+
+    Highest mean balanced accuracy over the shifted rows of a :func:`compare_threshold_rules`
+    table; ties go to the better worst shift, then to the earlier rule of
+    :data:`THRESHOLD_RULES_UNDER_SHIFT`. Validation only: no test image is involved.
+    """
+    summary = summarise_threshold_rules(comparison).round(12)  # ties despite float noise
+    ranked = summary.sort_values(["mean_balanced_accuracy", "worst_balanced_accuracy"], ascending=False,
+                                 kind="stable")
+    return str(ranked.index[0])

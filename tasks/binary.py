@@ -49,6 +49,7 @@ augment = None
 label_smoothing = None
 val_fraction = None
 comparators = None
+threshold_rule = None
 
 # %%
 from pneumo.classification import BinaryConfig, run_classification

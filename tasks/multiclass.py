@@ -50,6 +50,7 @@ augment = None
 label_smoothing = None
 val_fraction = None
 comparators = None
+threshold_rule = None
 init = None
 
 # %%

@@ -16,6 +16,8 @@ from pneumo.report.classification import comparison as c_comparison
 from pneumo.report.classification import design as c_design
 from pneumo.report.classification import evaluation as c_evaluation
 from pneumo.report.classification import grid as c_grid
+from pneumo.report.classification import robustness as c_robustness
+from pneumo.shift import SHIFTS, THRESHOLD_RULES_UNDER_SHIFT, compare_threshold_rules
 
 REPORT = Path(__file__).resolve().parents[1] / "report"
 
@@ -197,6 +199,35 @@ def test_compare_table_sets_the_two_models_side_by_side():
     assert shown.iloc[0, 1] == "0.900 [0.850, 0.950]"
 
 
+class _ShiftEntry:
+    """A fake 1a entry with only what the robustness part reads."""
+
+    def __init__(self, rule: str, rules: pd.DataFrame):
+        self.metrics = {"threshold_rule": rule}
+        self._tables = {"threshold_rules": rules, "val_shifts": pd.DataFrame({
+            "shift": ["none", "darker", "border"], "group": ["none", "exposure", "border"],
+            "roc_auc": [0.99, 0.985, 0.98], "accuracy": [0.95, 0.9, 0.8], "sensitivity": [0.95, 0.97, 0.99],
+            "specificity": [0.95, 0.8, 0.3]})}
+
+    def table(self, name):
+        return self._tables[name]
+
+
+def test_robustness_part_names_the_chosen_rule_and_what_youden_would_have_done():
+    rng = np.random.default_rng(0)
+    y = np.r_[np.zeros(50, int), np.ones(50, int)]
+    clean = np.r_[rng.uniform(0, 0.3, 50), rng.uniform(0.1, 1, 50)]
+    rules = compare_threshold_rules(y, {"none": clean, "darker": clean + (y == 0) * 0.3,
+                                        "border": clean + (y == 0) * 0.5})
+    half = c_robustness._binary_robustness(_ShiftEntry("half", rules), 0.5)
+    assert "Youden's J on the unshifted validation films would put the cut at" in half["rule_text"]
+    assert "a fixed 0.5" in half["rule_text"] and half["threshold_rule_name"] == "a fixed 0.5"
+    assert "falls to 0.300 under the worst shift (border)" in half["robustness_text"]
+    youden = c_robustness._binary_robustness(_ShiftEntry("youden", rules), 0.2)
+    assert youden["rule_text"].startswith("Youden's J on validation alone also holds best")
+    assert youden["rules_table"].loc[0, "Threshold rule"] == "Youden's J on validation (chosen)"
+
+
 # -- the sections on the smoke entries ----------------------------------------------------------
 def _used(qmd: str, prefix: str) -> set[str]:
     """Attributes of the section object that a qmd file reads (``b.xxx``)."""
@@ -226,6 +257,10 @@ def test_binary_section_on_the_smoke_entry(smoke_entries):
     assert b.test_table["Metric"].iloc[0] == "ROC AUC" and len(b.test_table) == len(c_evaluation._BINARY_TEST_METRICS)
     assert b.synthetic and b.official_test is None and "synthetic" in b.comparison_text
     assert b.design_note == "" and b.is_vgg
+    assert list(b.robustness_table["Validation films"])[0] == "as stored (no shift)"
+    assert len(b.robustness_table) == len(SHIFTS) and len(b.rules_table) == len(THRESHOLD_RULES_UNDER_SHIFT)
+    assert b.rules_table["Threshold rule"].str.endswith("(chosen)").sum() == 1
+    assert b.threshold_rule in THRESHOLD_RULES_UNDER_SHIFT and "@" not in b.rule_text + b.robustness_text
 
 
 def test_multiclass_section_on_the_smoke_entries(smoke_entries):
@@ -246,3 +281,4 @@ def test_multiclass_section_on_the_smoke_entries(smoke_entries):
     assert m.init_text and m.grid_effects.endswith(m.init_text)
     assert m.compare_table.shape == (len(c_comparison._INDUCED_METRICS), 3)
     assert m.bacterial_as_viral + m.viral_as_bacterial <= m.test_images
+    assert len(m.robustness_table) == len(SHIFTS) and "@" not in m.robustness_text

@@ -15,6 +15,7 @@ from pneumo.report.classification.comparison import _binary_discussion, _multicl
 from pneumo.report.classification.design import _binary_design, _multiclass_design, curve_sentence
 from pneumo.report.classification.evaluation import _binary_test, _multiclass_test
 from pneumo.report.classification.grid import _grid_changes, _shared_selection, _validation_auc_se, _variant_named
+from pneumo.report.classification.robustness import _binary_robustness, _multiclass_robustness
 from pneumo.report.entries import ReportEntry, task_entry
 from pneumo.report.section import Section
 
@@ -56,7 +57,9 @@ def binary_section(binary: ReportEntry | None = None) -> Section:
         ``grid_seconds``); test (``test`` indexed by metric, ``test_table``, ``gap_text``,
         confusion counts ``tp fn tn fp``, ``prevalence``, ``confusion``, ``curves``); the
         threshold (``threshold``, ``val_target``, ``val_score``, ``val_sensitivity``,
-        ``val_specificity``, the shifts and ``shift_text``); ``errors`` (arguments of
+        ``val_specificity``, the shifts and ``shift_text``); validation under acquisition
+        shifts (``robustness_table``, ``robustness_text``, the threshold rules' ``rules_table``,
+        ``rule_text``, ``threshold_rule`` and ``threshold_rule_name``); ``errors`` (arguments of
         :func:`pneumo.plots.misclassified_gallery`); the discussion (``train_pneumonia``,
         ``train_normal``, ``balance_text``, ``accuracy_text``, ``kaggle_val``,
         ``test_source``, ``comparison_text`` printed as Markdown) and ``where``.
@@ -68,12 +71,14 @@ def binary_section(binary: ReportEntry | None = None) -> Section:
     shared = _shared(binary, r, changes, positives=[1], metric_name="validation ROC AUC",
                      again="again from the start")
     n_pos = int(r["val"]["target"].sum())
+    test = _binary_test(binary, r, shared["se"])
     return Section(
         **shared,
         **_binary_design(r, changes),
         val_images=int(len(r["val"])), val_pos=n_pos, val_neg=int(len(r["val"]) - n_pos),
         curve_text=curve_sentence(r["history"], int(r["config"]["epochs"]), int(r["config"]["patience"])),
-        **_binary_test(binary, r, shared["se"]),
+        **test,
+        **_binary_robustness(binary, test["threshold"]),
         **_binary_discussion(binary, r, shared["official_test"]),
     )
 
@@ -103,7 +108,8 @@ def multiclass_section(multiclass: ReportEntry | None = None, binary: ReportEntr
         ``hardest_auc``, ``worst_recall``, ``worst_recall_value``, ``roc_text``, the
         confusions ``viral_as_bacterial``/``bacterial_as_viral``, bacterial against viral
         (``bv`` indexed by metric, ``bv_table``, ``bv_val_text``), the induced binary
-        classifier (``induced_text``, ``compare_table``) and the discussion
+        classifier (``induced_text``, ``compare_table``), validation under acquisition shifts
+        (``robustness_table``, ``robustness_text``) and the discussion
         (``error_text``, ``comparison_text`` printed as Markdown, ``train_bacterial``,
         ``train_viral``, ``imbalance_text``, ``width_text``).
     """
@@ -123,5 +129,6 @@ def multiclass_section(multiclass: ReportEntry | None = None, binary: ReportEntr
         **design,
         run_phrase="stopped early after" if shared["stopped"] else "ran all",
         **_multiclass_test(multiclass, r),
+        **_multiclass_robustness(multiclass),
         **_multiclass_discussion(multiclass, r, binary_test, shared["official_test"]),
     )
