@@ -33,7 +33,7 @@ from pneumo.data.scan import (
     drop_untyped,
     scan_folder,
 )
-from pneumo.data.splits import SPLIT_VERSION, SPLITS, assign_splits
+from pneumo.data.splits import SPLIT_VERSION, SPLITS, SplitReport, assign_splits
 from pneumo.errors import CacheError
 
 __all__ = [
@@ -402,79 +402,24 @@ def load_dataset(
         cache = default_cache_dir()
     else:
         cache = Path(cache_dir).expanduser().absolute()
-
-    located = locate_data(root)
-    if located is None:
-        logger.log(
-            logging.INFO if "phantoms" in _WARNED else logging.WARNING,
-            "no chest X-ray data found (no root given, $PNEUMO_DATA unset, %s missing); using "
-            "synthetic phantom data under %s",
-            PROJECT_ROOT / "data" / "chest_xray",
-            cache / "phantoms",
-        )
-        _WARNED.add("phantoms")
-        located = make_phantoms(cache / "phantoms", num_workers=num_workers)
-    located = located.absolute()
-    if cache.resolve().is_relative_to(located.resolve()):
-        raise CacheError(
-            f"the results folder {cache} is inside the data folder {located}, which is only ever "
-            "read: set --cache or $PNEUMO_CACHE to a folder outside it"
-        )
+    located = _data_folder(root, cache, num_workers)
 
     # Every image, typed or not, so that the fingerprint and the split do not depend on
     # `subtypes`; the untyped ones are dropped after splitting where the subtype is needed.
     table, skipped = scan_folder(located, subtypes=False)
     skipped = list(skipped)
     check_class_counts(table, located, subtypes=subtypes)
-    counts = table.groupby(["kaggle_split", "label"]).size()
-    scan_counts = {
-        split: {label: int(counts.get((split, label), 0)) for label in _labels_present(table)}
-        for split in table["kaggle_split"].unique().tolist()
-    }
-
-    images, info = load_decoded(
-        table["path"].tolist(),
-        table["relpath"].tolist(),
-        table["size"].tolist(),
-        table["mtime_ns"].tolist(),
-        resolution,
-        cache,
-        num_workers=num_workers,
-    )
-    table["sha1"] = pd.Series(info["sha1"], index=table.index, dtype=object)
-    table["orig_height"] = np.asarray(info["orig_height"], dtype=np.int64)
-    table["orig_width"] = np.asarray(info["orig_width"], dtype=np.int64)
+    scan_counts = _scan_counts(table)
+    images, info = _decode_into(table, resolution, cache, num_workers)
     # The fingerprint covers every image file found, readable or not (sha1 of what is there).
     fingerprint = compute_fingerprint(
         table["relpath"], table["size"], table["sha1"],
         resolution=resolution, val_fraction=val_fraction, seed=seed,
     )
-
-    errors: dict[str, str] = info["errors"]
-    if errors:
-        logger.warning(
-            "skipping %d unreadable image(s) under %s:\n  %s",
-            len(errors),
-            located,
-            "\n  ".join(f"{p}: {r}" for p, r in errors.items()),
-        )
-        skipped.extend(errors.items())
-        table = table[~table["relpath"].isin(errors)]
-        check_class_counts(table, located, when=" after skipping unreadable images",
+    table = _drop_unreadable(table, info["errors"], located, skipped, subtypes=subtypes)
+    table, report = _split(table, located, skipped, val_fraction=val_fraction, seed=seed,
                            subtypes=subtypes)
-
-    table, report = assign_splits(table, val_fraction=val_fraction, seed=seed)
-    if subtypes:
-        table, untyped = drop_untyped(table)
-        if untyped:
-            logger.warning("leaving out %d pneumonia image(s) whose name gives no subtype (e.g. %s)",
-                           len(untyped), untyped[0][0])
-        skipped.extend(untyped)
-    _check_our_splits(table, located, val_fraction)
-    keep = table.index.to_numpy()  # positions in the scan order == rows of `images`
-    if len(keep) != len(images) or not np.array_equal(keep, np.arange(len(images))):
-        images = images[keep]
-    table = table.reset_index(drop=True)[list(TABLE_COLUMNS)]
+    images, table = _rows_kept(images, table)
 
     dataset = XrayDataset(
         table=table,
@@ -492,3 +437,96 @@ def load_dataset(
     )
     logger.info("%r\n%s", dataset, dataset.summary_table().to_string())
     return dataset
+
+
+def _data_folder(root: str | os.PathLike | None, cache: Path, num_workers: int | None) -> Path:
+    """The data folder: ``root`` or :func:`locate_data`'s, else phantoms generated under ``cache``."""
+    located = locate_data(root)
+    if located is None:
+        # Warn once per process: a report run loads the data once per task.
+        logger.log(
+            logging.INFO if "phantoms" in _WARNED else logging.WARNING,
+            "no chest X-ray data found (no root given, $PNEUMO_DATA unset, %s missing); using "
+            "synthetic phantom data under %s",
+            PROJECT_ROOT / "data" / "chest_xray",
+            cache / "phantoms",
+        )
+        _WARNED.add("phantoms")
+        located = make_phantoms(cache / "phantoms", num_workers=num_workers)
+    located = located.absolute()
+    if cache.resolve().is_relative_to(located.resolve()):
+        raise CacheError(
+            f"the results folder {cache} is inside the data folder {located}, which is only ever "
+            "read: set --cache or $PNEUMO_CACHE to a folder outside it"
+        )
+    return located
+
+
+def _scan_counts(table: pd.DataFrame) -> dict[str, dict[str, int]]:
+    """Images per Kaggle folder and label as found on disk, before anything is dropped."""
+    counts = table.groupby(["kaggle_split", "label"]).size()
+    return {
+        split: {label: int(counts.get((split, label), 0)) for label in _labels_present(table)}
+        for split in table["kaggle_split"].unique().tolist()
+    }
+
+
+def _decode_into(
+    table: pd.DataFrame, resolution: int, cache: Path, num_workers: int | None
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Decode every scanned image (cached) and add its ``sha1`` and original size to ``table``."""
+    # images: uint8 (N, resolution, resolution), row i = table row i (scan order).
+    images, info = load_decoded(
+        table["path"].tolist(),
+        table["relpath"].tolist(),
+        table["size"].tolist(),
+        table["mtime_ns"].tolist(),
+        resolution,
+        cache,
+        num_workers=num_workers,
+    )
+    table["sha1"] = pd.Series(info["sha1"], index=table.index, dtype=object)
+    table["orig_height"] = np.asarray(info["orig_height"], dtype=np.int64)
+    table["orig_width"] = np.asarray(info["orig_width"], dtype=np.int64)
+    return images, info
+
+
+def _drop_unreadable(
+    table: pd.DataFrame, errors: dict[str, str], located: Path, skipped: list, *, subtypes: bool
+) -> pd.DataFrame:
+    """Leave out the images the decoder could not read (logged, added to ``skipped``)."""
+    if errors:
+        logger.warning(
+            "skipping %d unreadable image(s) under %s:\n  %s",
+            len(errors),
+            located,
+            "\n  ".join(f"{p}: {r}" for p, r in errors.items()),
+        )
+        skipped.extend(errors.items())
+        table = table[~table["relpath"].isin(errors)]
+        check_class_counts(table, located, when=" after skipping unreadable images",
+                           subtypes=subtypes)
+    return table
+
+
+def _split(
+    table: pd.DataFrame, located: Path, skipped: list, *, val_fraction: float, seed: int, subtypes: bool
+) -> tuple[pd.DataFrame, SplitReport]:
+    """Assign our splits, then leave out the untyped images where the subtype is needed."""
+    table, report = assign_splits(table, val_fraction=val_fraction, seed=seed)
+    if subtypes:
+        table, untyped = drop_untyped(table)
+        if untyped:
+            logger.warning("leaving out %d pneumonia image(s) whose name gives no subtype (e.g. %s)",
+                           len(untyped), untyped[0][0])
+        skipped.extend(untyped)
+    _check_our_splits(table, located, val_fraction)
+    return table, report
+
+
+def _rows_kept(images: np.ndarray, table: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame]:
+    """The images of the rows left in ``table``, row-aligned with it (index 0..n-1, final columns)."""
+    keep = table.index.to_numpy()  # positions in the scan order == rows of `images`
+    if len(keep) != len(images) or not np.array_equal(keep, np.arange(len(images))):
+        images = images[keep]
+    return images, table.reset_index(drop=True)[list(TABLE_COLUMNS)]
