@@ -324,6 +324,13 @@ def _interstitial(u, v, lungs, a, rng, size) -> np.ndarray:
 # ---------------------------------------------------------------------------------------
 # Rendering
 # ---------------------------------------------------------------------------------------
+#: Edge width of the lung fields' soft masks, in body coordinates.
+_LUNG_EDGE = 0.012
+
+#: Attenuation a lesion of density 1 adds where the lung is fully visible.
+_LESION_WEIGHT = {"bacterial": 0.5, "viral": 0.6}
+
+
 def render_phantom(
     label: str,
     rng: np.random.Generator,
@@ -362,11 +369,42 @@ def render_phantom(
     """
     if label not in CLASSES:
         raise ValueError(f"unknown label {label!r}; expected one of {CLASSES}")
+    # Random draws, in this order: anatomy, pose, vessel texture, lesion, detector.  Another
+    # order gives other images (and needs a new PHANTOM_VERSION).
     a = anatomy if anatomy is not None else draw_anatomy(rng)
     u, v = _pose_grid(rng, size)
-    edge = 0.012
 
-    # Attenuation map, (S, S) float32, roughly 0 (air) .. 1 (bone over soft tissue).
+    # Attenuation map, (S, S) float32, roughly 0 (air) .. 1 (bone over soft tissue).  The
+    # terms are added one by one, in a fixed order: the sums (and so the pixels) depend on it.
+    body = _body(u, v, a)
+    att = 0.03 + a["tissue"] * body
+    att += 0.08 * _smoothstep((v - 0.35) / 0.5) * body  # abdomen: denser lower down
+    lungs = _lung_fields(u, v, a, _LUNG_EDGE)
+    lung_soft = np.clip(lungs[0] + lungs[1], 0.0, 1.0)
+    # Heart and mediastinum lie in front of / between the lungs and hide their air.
+    occluder = _occluder(u, v, a)
+    lung_visible = lung_soft * (1.0 - occluder)
+    att -= 0.34 * lung_visible  # air in the lungs
+    att += 0.045 * _vessels(u, v, rng) * lung_visible
+    _add_hila_and_bones(att, u, v, a, body, lung_soft, occluder)
+
+    lesion = _lesion(label, u, v, lungs, a, rng, size)
+    if label != "normal":
+        att += _LESION_WEIGHT[label] * lesion * lung_visible.clip(0.3, 1.0)
+    lesion_mask = _lesion_mask(label, lesion, lung_soft, size)
+    image = _detector(att, u, v, rng, size)
+    return {
+        "image": image,
+        "lesion": np.asarray(lesion_mask, dtype=bool),
+        "lungs": lung_soft > 0.5,
+        "label": label,
+        "severity": float(lesion[lesion_mask].mean()) if lesion_mask.any() else 0.0,
+    }
+
+
+
+def _body(u: np.ndarray, v: np.ndarray, a: dict) -> np.ndarray:
+    """Soft-tissue silhouette (0..1, (S, S)): torso, shoulders and neck."""
     # Torso: a rounded rectangle (superellipse) merging into the shoulders and neck.
     torso_r = np.abs(u / a["torso_width"]) ** 3.0 + np.abs((v - 0.25) / 1.05) ** 2.2
     torso = _sigmoid((1.0 - torso_r) / 0.04)
@@ -374,23 +412,21 @@ def render_phantom(
         _ellipse(u, v, -0.6, -0.68, 0.38, 0.17, 0.06), _ellipse(u, v, 0.6, -0.68, 0.38, 0.17, 0.06)
     )
     neck = _sigmoid((0.2 - np.abs(u)) / 0.03) * _sigmoid((-0.6 - v) / -0.05)
-    body = np.clip(np.maximum(np.maximum(torso, shoulders), neck), 0.0, 1.0)
-    att = 0.03 + a["tissue"] * body
-    att += 0.08 * _smoothstep((v - 0.35) / 0.5) * body  # abdomen: denser lower down
+    return np.clip(np.maximum(np.maximum(torso, shoulders), neck), 0.0, 1.0)
 
-    lungs = _lung_fields(u, v, a, edge)
-    lung_soft = np.clip(lungs[0] + lungs[1], 0.0, 1.0)
-    # Heart and mediastinum lie in front of / between the lungs and hide their air.
+
+def _occluder(u: np.ndarray, v: np.ndarray, a: dict) -> np.ndarray:
+    """How much heart, mediastinum and aortic knob hide the lungs behind them (0..1, (S, S))."""
     heart_cy = a["lung_bottom"] - 0.17
     heart = _ellipse(u, v, a["heart_cx"], heart_cy, a["heart_rx"], a["heart_ry"], 0.05, angle=-0.35)
     mediastinum = _sigmoid((0.11 - np.abs(u)) / 0.025) * _sigmoid((v + 0.75) / 0.03)
     aorta = _ellipse(u, v, 0.12, -0.3, 0.075, 0.06, 0.1)
-    occluder = np.clip(0.85 * heart + 0.8 * mediastinum + 0.6 * aorta, 0.0, 1.0)
-    lung_visible = lung_soft * (1.0 - occluder)
-    att -= 0.34 * lung_visible  # air in the lungs
+    return np.clip(0.85 * heart + 0.8 * mediastinum + 0.6 * aorta, 0.0, 1.0)
 
-    # Vascular markings: radial streaks from each hilum, fading towards the periphery.
-    texture = rng.standard_normal((96, 12)).astype(np.float32)
+
+def _vessels(u: np.ndarray, v: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Vascular markings ((S, S), >= 0): radial streaks from each hilum, fading towards the periphery."""
+    texture = rng.standard_normal((96, 12)).astype(np.float32)  # (angle, radius) streak pattern
     vessels = np.zeros_like(u)
     for hx in (-0.17, 0.17):
         du, dv = u - hx, v + 0.03
@@ -398,32 +434,48 @@ def render_phantom(
         theta = np.arctan2(dv, du)
         streak = _sample_periodic(texture, theta / (2 * math.pi) * 96, r * 12)
         vessels += np.clip(streak, 0, None) * np.exp(-r / 0.3)
-    att += 0.045 * vessels * lung_visible
+    return vessels
+
+
+def _add_hila_and_bones(att: np.ndarray, u: np.ndarray, v: np.ndarray, a: dict, body: np.ndarray,
+                        lung_soft: np.ndarray, occluder: np.ndarray) -> None:
+    """Add the hila, spine, ribs and clavicles to the attenuation map ``att`` in place."""
     for hx in (-0.16, 0.16):
         att += 0.06 * _ellipse(u, v, hx, -0.04, 0.06, 0.08, 0.15) * lung_soft  # hila
     att += 0.05 * _spine(u, v) * (0.4 + 0.6 * (1.0 - occluder))
     att += 0.06 * _ribs(u, v, a) * body * (0.45 + 0.55 * lung_soft)  # fainter over soft tissue
     att += 0.14 * _clavicles(u, v) * body
 
-    lesion = np.zeros_like(u)
+
+def _lesion(label: str, u: np.ndarray, v: np.ndarray, lungs: list[np.ndarray], a: dict,
+            rng: np.random.Generator, size: int) -> np.ndarray:
+    """The label's added density (0..1, (S, S)): consolidation, interstitial pattern, or none."""
     if label == "bacterial":
-        lesion = _consolidation(u, v, lungs, a, rng, size)
-        att += 0.5 * lesion * lung_visible.clip(0.3, 1.0)
-        lesion_mask = lesion > 0.25
-    elif label == "viral":
-        lesion = _interstitial(u, v, lungs, a, rng, size)
-        att += 0.6 * lesion * lung_visible.clip(0.3, 1.0)
+        return _consolidation(u, v, lungs, a, rng, size)
+    if label == "viral":
+        return _interstitial(u, v, lungs, a, rng, size)
+    return np.zeros_like(u)
+
+
+def _lesion_mask(label: str, lesion: np.ndarray, lung_soft: np.ndarray, size: int) -> np.ndarray:
+    """Where the lesion is (bool, (S, S)): the consolidation, or the clearly involved lung area."""
+    if label == "bacterial":
+        return lesion > 0.25
+    if label == "viral":
         # Diffuse disease has no sharp edge: call "involved" the lung area where the smoothed
         # pattern is above 60 % of its mean over the lungs (a relative threshold, so subtle
         # cases still get a mask, in both lungs).
         smooth = _gaussian_filter(lesion, size / 40)
         in_lungs = lung_soft > 0.5
         level = float(smooth[in_lungs].mean()) if in_lungs.any() else 0.0
-        lesion_mask = in_lungs & (smooth > 0.6 * level)
-    else:
-        lesion_mask = np.zeros(u.shape, dtype=bool)
+        return in_lungs & (smooth > 0.6 * level)
+    return np.zeros(lesion.shape, dtype=bool)
 
-    # Detector: blur (MTF), exposure/contrast/gamma, quantum noise, then the lead marker.
+
+def _detector(att: np.ndarray, u: np.ndarray, v: np.ndarray, rng: np.random.Generator,
+              size: int) -> np.ndarray:
+    """The radiograph the detector makes of ``att``: uint8 (S, S), bright = dense."""
+    # Blur (MTF), exposure/contrast/gamma, quantum noise, then the lead marker.
     img = _gaussian_filter(att, rng.uniform(0.4, 1.1) * size / 256)
     lo = rng.uniform(0.0, 0.08)
     img = np.clip((img - lo) / rng.uniform(0.70, 0.95), 0.0, 1.0)
@@ -434,14 +486,7 @@ def render_phantom(
     noise = rng.standard_normal(img.shape).astype(np.float32)
     img += rng.uniform(0.008, 0.03) * _gaussian_filter(noise, 0.5 * size / 256) * 2.0
     img = np.maximum(img, _draw_marker(size, rng) * rng.uniform(0.85, 1.0))
-    image = np.clip(np.rint(img * 255.0), 0, 255).astype(np.uint8)
-    return {
-        "image": image,
-        "lesion": np.asarray(lesion_mask, dtype=bool),
-        "lungs": lung_soft > 0.5,
-        "label": label,
-        "severity": float(lesion[lesion_mask].mean()) if lesion_mask.any() else 0.0,
-    }
+    return np.clip(np.rint(img * 255.0), 0, 255).astype(np.uint8)
 
 
 # ---------------------------------------------------------------------------------------
