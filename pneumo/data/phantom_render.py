@@ -368,7 +368,6 @@ def render_phantom(
     }
 
 
-
 def _body(u: np.ndarray, v: np.ndarray, a: dict) -> np.ndarray:
     """Soft-tissue silhouette (0..1, (S, S)): torso, shoulders and neck."""
     # Torso: a rounded rectangle (superellipse) merging into the shoulders and neck.
