@@ -268,52 +268,16 @@ def run_embeddings(config: EmbeddingsConfig, *, compute: bool = True) -> Entry:
         if out is None:  # computed meanwhile by another process
             return entry
         with out.phase("features"):
-            data_1b = entry_dataset(networks["multiclass"], config.num_workers, data=config.data,
-                                    cache=config.cache)
-            if not data_1b.table["relpath"].equals(data_1a.table["relpath"]):
-                raise RuntimeError("the Task 1a and 1b data sets list different images")
-            features = {
-                "net_1a": network_features(networks["binary"], data_1a, device),
-                "net_1b": network_features(networks["multiclass"], data_1b, device),
-                "pixels": pixel_features(data_1a.images, config.pixel_size),
-            }
+            features = _representations(config, networks, data_1a, device)
         table = data_1a.table
         split = table["split"].to_numpy()
         masks = {s: split == s for s in ("train", "val", "test")}
 
         with out.phase("knn"):
-            k_values = [k for k in K_GRID if k <= config.max_k]
-            grids, chosen, results = [], {}, []
-            for representation, question in KNN_PAIRS:
-                X = features[representation]
-                y = _labels(table, question)
-                grid = select_knn(X[masks["train"]], y[masks["train"]], X[masks["val"]], y[masks["val"]],
-                                  question, k_values)
-                best = grid.iloc[0]
-                knn = ScaledKNN(int(best["k"]), best["distance"], best["scaling"]).fit(
-                    X[masks["train"]], y[masks["train"]])
-                chosen[(representation, question)] = knn
-                grids.append(grid.assign(representation=representation, question=question))
-                results.append(_test_knn(config, knn, X, y, table, masks["test"], representation, question))
-            grid_table = pd.concat(grids, ignore_index=True)
-            knn_table = pd.concat([r["metrics"] for r in results], ignore_index=True)
-            predictions = pd.concat([r["predictions"] for r in results], ignore_index=True)
+            chosen, grid_table, knn_table, predictions = _choose_and_test_knns(config, features, table, masks)
 
         with out.phase("tsne"):
-            maps, quality = {}, []
-            for representation in REPRESENTATIONS:
-                # Each map shows the space its 3-class k-NN searched: that scaling and distance.
-                question = "multiclass" if representation != "net_1a" else "binary"
-                knn = chosen[(representation, question)]
-                Z = knn.transform(features[representation]).astype(np.float32)
-                train_map, new_map = tsne_map(
-                    Z[masks["train"]], Z[~masks["train"]], perplexity=config.perplexity,
-                    n_iter=config.tsne_iterations, random_state=config.seed, metric=knn.distance)
-                coords = np.zeros((len(Z), 2), np.float32)
-                coords[masks["train"]], coords[~masks["train"]] = train_map, new_map
-                maps[representation] = coords
-                quality.append(_space_quality(config, Z, coords, table, masks, representation, knn.distance))
-            quality_table = pd.DataFrame(quality)
+            maps, quality_table = _maps_and_quality(config, features, chosen, table, masks)
 
         with out.phase("gallery"):
             gallery = _gallery(config, chosen[("net_1b", "multiclass")], features["net_1b"], table, masks)
@@ -331,6 +295,65 @@ def run_embeddings(config: EmbeddingsConfig, *, compute: bool = True) -> Entry:
                    **{f"tsne_{name}": value for name, value in maps.items()})
     log.info("embeddings: result at %s", entry.path)
     return entry
+
+
+def _representations(config: EmbeddingsConfig, networks: dict[str, Entry], data_1a: XrayDataset,
+                     device: torch.device) -> dict[str, np.ndarray]:
+    """Every image's representations, one (N, D) float32 array each: both networks' and raw pixels."""
+    data_1b = entry_dataset(networks["multiclass"], config.num_workers, data=config.data,
+                            cache=config.cache)
+    # Row i of every representation must be the same image.
+    if not data_1b.table["relpath"].equals(data_1a.table["relpath"]):
+        raise RuntimeError("the Task 1a and 1b data sets list different images")
+    return {
+        "net_1a": network_features(networks["binary"], data_1a, device),
+        "net_1b": network_features(networks["multiclass"], data_1b, device),
+        "pixels": pixel_features(data_1a.images, config.pixel_size),
+    }
+
+
+def _choose_and_test_knns(
+    config: EmbeddingsConfig, features: dict[str, np.ndarray], table: pd.DataFrame, masks: dict[str, np.ndarray]
+) -> tuple[dict, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Choose each pair's k-NN on validation, test it once: chosen, grid, test metrics, predictions."""
+    k_values = [k for k in K_GRID if k <= config.max_k]
+    grids, chosen, results = [], {}, []
+    for representation, question in KNN_PAIRS:
+        X = features[representation]
+        y = _labels(table, question)
+        grid = select_knn(X[masks["train"]], y[masks["train"]], X[masks["val"]], y[masks["val"]],
+                          question, k_values)
+        best = grid.iloc[0]
+        knn = ScaledKNN(int(best["k"]), best["distance"], best["scaling"]).fit(
+            X[masks["train"]], y[masks["train"]])
+        chosen[(representation, question)] = knn
+        grids.append(grid.assign(representation=representation, question=question))
+        results.append(_test_knn(config, knn, X, y, table, masks["test"], representation, question))
+    grid_table = pd.concat(grids, ignore_index=True)
+    knn_table = pd.concat([r["metrics"] for r in results], ignore_index=True)
+    predictions = pd.concat([r["predictions"] for r in results], ignore_index=True)
+    return chosen, grid_table, knn_table, predictions
+
+
+def _maps_and_quality(
+    config: EmbeddingsConfig, features: dict[str, np.ndarray], chosen: dict, table: pd.DataFrame,
+    masks: dict[str, np.ndarray],
+) -> tuple[dict[str, np.ndarray], pd.DataFrame]:
+    """Each representation's t-SNE map ((N, 2), fitted on train) and how well each space keeps the classes."""
+    maps, quality = {}, []
+    for representation in REPRESENTATIONS:
+        # Each map shows the space its 3-class k-NN searched: that scaling and distance.
+        question = "multiclass" if representation != "net_1a" else "binary"
+        knn = chosen[(representation, question)]
+        Z = knn.transform(features[representation]).astype(np.float32)
+        train_map, new_map = tsne_map(
+            Z[masks["train"]], Z[~masks["train"]], perplexity=config.perplexity,
+            n_iter=config.tsne_iterations, random_state=config.seed, metric=knn.distance)
+        coords = np.zeros((len(Z), 2), np.float32)
+        coords[masks["train"]], coords[~masks["train"]] = train_map, new_map
+        maps[representation] = coords
+        quality.append(_space_quality(config, Z, coords, table, masks, representation, knn.distance))
+    return maps, pd.DataFrame(quality)
 
 
 def _test_knn(config, knn: ScaledKNN, X, y, table, test_mask, representation: str, question: str) -> dict:

@@ -26,10 +26,8 @@ first and then reuses its entry instead of repeating it.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import dataclasses
 import datetime as _dt
-import errno
 import fcntl
 import hashlib
 import importlib.metadata
@@ -50,6 +48,7 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 import pandas as pd
 
+from pneumo._entry_files import MANIFEST, Damaged, check_all, check_file, file_sha256, manifest_at, publish, read_at
 from pneumo.errors import CacheError
 
 log = logging.getLogger(__name__)
@@ -110,57 +109,8 @@ def cache_key(task: str, params: dict[str, Any], data_fingerprint: str, code: It
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
-MANIFEST = "manifest.json"
-
-
 class CorruptEntryError(CacheError):
     """A cache entry's files do not match its manifest, or cannot be read."""
-
-
-def _sha256(fh) -> str:
-    """Hex SHA-256 of what is left to read in the binary file object ``fh``."""
-    digest = hashlib.sha256()
-    for block in iter(lambda: fh.read(1 << 20), b""):
-        digest.update(block)
-    return digest.hexdigest()
-
-
-class _Damaged(Exception):
-    """What is wrong with an entry's files (internal: becomes a CorruptEntryError or a warning)."""
-
-
-def _read_at(folder: int, name: str) -> bytes:
-    """The bytes of ``name`` in the folder opened as file descriptor ``folder``."""
-    with os.fdopen(os.open(name, os.O_RDONLY, dir_fd=folder), "rb") as fh:
-        return fh.read()
-
-
-def _manifest_at(folder: int) -> dict[str, Any]:
-    try:
-        files = json.loads(_read_at(folder, MANIFEST))["files"]
-    except FileNotFoundError:
-        raise _Damaged(f"no {MANIFEST} (unfinished, or written by an older version)") from None
-    except (ValueError, KeyError, TypeError) as error:
-        raise _Damaged(f"unreadable {MANIFEST} ({type(error).__name__}: {error})") from None
-    if not isinstance(files, dict) or "params.json" not in files:
-        raise _Damaged(f"{MANIFEST} lists no params.json")
-    return files
-
-
-def _check(name: str, record: Any, size: int, sha256) -> None:
-    """Raise :class:`_Damaged` unless a file of ``size`` bytes (``sha256()``) matches ``record``."""
-    if not isinstance(record, dict):
-        raise _Damaged(f"{name} is not listed in {MANIFEST}")
-    if size != record.get("size"):
-        raise _Damaged(f"{name} has {size} bytes, {MANIFEST} says {record.get('size')}")
-    if sha256() != record.get("sha256"):
-        raise _Damaged(f"{name} differs from the file that was written (its SHA-256 in {MANIFEST})")
-
-
-def _check_all(folder: int) -> None:
-    for name, record in _manifest_at(folder).items():
-        with os.fdopen(os.open(name, os.O_RDONLY, dir_fd=folder), "rb") as fh:
-            _check(name, record, os.fstat(fh.fileno()).st_size, lambda: _sha256(fh))
 
 
 #: Problems already logged, so that a damaged entry is reported once per process.
@@ -201,7 +151,7 @@ class Entry:
         ------
         FileNotFoundError, NotADirectoryError
             There is no entry.
-        _Damaged
+        Damaged
             The entry does not match its manifest.
         """
         for _ in range(5):
@@ -211,10 +161,10 @@ class Entry:
                 try:
                     return fn(folder)
                 except FileNotFoundError as error:
-                    damaged = _Damaged(f"{error.filename} is missing")
+                    damaged = Damaged(f"{error.filename} is missing")
                 except OSError as error:
-                    damaged = _Damaged(f"{error.filename} cannot be read ({error.strerror or error})")
-                except _Damaged as error:
+                    damaged = Damaged(f"{error.filename} cannot be read ({error.strerror or error})")
+                except Damaged as error:
                     damaged = error
             finally:
                 os.close(folder)
@@ -235,7 +185,7 @@ class Entry:
             When the entry is absent, unfinished or damaged; the message names the entry, the
             file and the fix.
         """
-        self._at(_check_all)
+        self._at(check_all)
 
     def _at(self, fn):
         """:meth:`_at_one_version`, its errors as :class:`CorruptEntryError`."""
@@ -243,7 +193,7 @@ class Entry:
             return self._at_one_version(fn)
         except (FileNotFoundError, NotADirectoryError):
             raise CorruptEntryError(f"no cache entry at {self.path}; run the task to compute it") from None
-        except _Damaged as error:
+        except Damaged as error:
             raise CorruptEntryError(f"damaged cache entry {self.path}: {error}; run the task again "
                                     "to recompute it") from None
 
@@ -269,9 +219,9 @@ class Entry:
         """``parse(bytes)`` of the entry's file ``name``, checked against the manifest first."""
 
         def checked(folder: int) -> bytes:
-            record = _manifest_at(folder).get(name)
-            data = _read_at(folder, name)
-            _check(name, record, len(data), lambda: hashlib.sha256(data).hexdigest())
+            record = manifest_at(folder).get(name)
+            data = read_at(folder, name)
+            check_file(name, record, len(data), lambda: hashlib.sha256(data).hexdigest())
             return data
 
         data = self._at(checked)
@@ -336,43 +286,6 @@ class Entry:
         return self._read("model.pt", parse)
 
 
-def _exchange(a: Path, b: Path) -> bool:
-    """Swap two folders in one step (Linux ``renameat2(RENAME_EXCHANGE)``); False where unsupported.
-
-    A reader then finds either the old or the new folder at ``b``, never no folder.
-    """
-    libc = ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None
-    renameat2 = getattr(libc, "renameat2", None)
-    if renameat2 is None:
-        return False
-    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
-    at_fdcwd, rename_exchange = -100, 2
-    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
-        return True
-    code = ctypes.get_errno()
-    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):  # e.g. a file system without it
-        return False
-    raise OSError(code, os.strerror(code), str(b))
-
-
-def _publish(tmp: Path, final: Path) -> None:
-    """Move the finished folder ``tmp`` to ``final``, replacing an entry already there."""
-    try:
-        os.rename(tmp, final)
-        return
-    except OSError as error:
-        if error.errno not in (errno.ENOTEMPTY, errno.EEXIST):
-            raise
-    # An entry is in place (a forced recompute, or a damaged entry being replaced): swap.
-    if _exchange(tmp, final):
-        shutil.rmtree(tmp, ignore_errors=True)  # now holds the old entry
-        return
-    trash = final.parent / f".old-{final.name}-{uuid.uuid4().hex[:8]}"
-    os.rename(final, trash)
-    os.rename(tmp, final)
-    shutil.rmtree(trash, ignore_errors=True)
-
-
 class EntryWriter:
     """Collects an entry's files in a temporary folder; :meth:`commit` publishes it."""
 
@@ -428,9 +341,9 @@ class EntryWriter:
         for path in files:
             with open(path, "rb") as fh:
                 manifest[path.relative_to(self.tmp).as_posix()] = {"size": path.stat().st_size,
-                                                                   "sha256": _sha256(fh)}
+                                                                   "sha256": file_sha256(fh)}
         (self.tmp / MANIFEST).write_text(json.dumps({"files": manifest}, indent=1, sort_keys=True))
-        _publish(self.tmp, self.final)
+        publish(self.tmp, self.final)
         return Entry(self.final)
 
     def abort(self) -> None:

@@ -11,7 +11,8 @@ import pytest
 
 from conftest import PHANTOM_KWARGS
 from pneumo.data import CLASSES, make_phantoms, parse_label, parse_patient, render_phantom, scan_folder
-from pneumo.data.phantoms import MARKER_NAME, draw_anatomy, is_phantom_folder
+from pneumo.data.phantom_render import draw_anatomy
+from pneumo.data.phantoms import MARKER_NAME, is_phantom_folder
 
 
 def _files(root: Path) -> dict[str, bytes]:

@@ -9,12 +9,12 @@ PLOTS = Path(pneumo.plots.__file__).parent
 
 
 def test_every_public_name_is_re_exported():
-    from pneumo.plots import classification
+    from pneumo.plots import classification, classification_eval
     from pneumo.plots.style import MAX_WIDTH, STYLE
 
     for name in pneumo.plots.__all__:
         assert hasattr(pneumo.plots, name), name
-    assert set(classification.__all__) <= set(pneumo.plots.__all__)
+    assert set(classification.__all__) | set(classification_eval.__all__) <= set(pneumo.plots.__all__)
     assert pneumo.plots.MAX_WIDTH == MAX_WIDTH and pneumo.plots.STYLE is STYLE
 
 

@@ -16,6 +16,7 @@ import pytest
 import torch
 
 import pneumo.results as results
+from pneumo._entry_files import file_sha256
 from pneumo.errors import CacheError
 from pneumo.results import CorruptEntryError, Entry, ResultCache, cache_key, source_hash
 from pneumo.runner import TASK_REGISTRY
@@ -167,7 +168,7 @@ def test_tampered_model_is_refused_in_one_line(tmp_path):
     manifest = json.loads((entry.path / "manifest.json").read_text())
     with open(entry.path / "model.pt", "rb") as fh:
         manifest["files"]["model.pt"] = {"size": (entry.path / "model.pt").stat().st_size,
-                                         "sha256": results._sha256(fh)}
+                                         "sha256": file_sha256(fh)}
     (entry.path / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(CorruptEntryError) as error:
         entry.load_model()
@@ -182,7 +183,7 @@ def test_failed_publication_leaves_no_temporary_folder(tmp_path, monkeypatch):
     def fail(tmp, final):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(results, "_publish", fail)
+    monkeypatch.setattr(results, "publish", fail)
     with pytest.raises(OSError, match="No space"):
         _write(ResultCache(tmp_path))
     assert list((tmp_path / "demo").iterdir()) == []

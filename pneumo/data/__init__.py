@@ -9,10 +9,12 @@ Public API::
 Importing this package does not import torch.
 """
 
-from pneumo.data.dataset import XrayDataset, load_dataset, locate_data
+from pneumo.data.dataset import load_dataset, locate_data
 from pneumo.data.labels import BINARY_CLASSES, CLASSES, parse_label, parse_patient
-from pneumo.data.phantoms import make_phantoms, render_phantom
+from pneumo.data.phantom_render import render_phantom
+from pneumo.data.phantoms import make_phantoms
 from pneumo.data.scan import DataLayoutError, scan_folder
+from pneumo.data.xray_dataset import XrayDataset
 
 __all__ = [
     "CLASSES",

@@ -1,4 +1,4 @@
-"""The loaded data set: images, one table row per image, splits, summary and fingerprint.
+"""Finding and loading the data: :func:`load_dataset`, :func:`locate_data`, the fingerprint.
 
 :func:`load_dataset` is the one entry point used by the tasks::
 
@@ -7,7 +7,8 @@
 
 It chains :func:`~pneumo.data.scan.scan_folder` (layout, labels, patients),
 :func:`~pneumo.data.decode.load_decoded` (decode once, cached on disk) and
-:func:`~pneumo.data.splits.assign_splits` (patient- and duplicate-grouped splits).
+:func:`~pneumo.data.splits.assign_splits` (patient- and duplicate-grouped splits), and
+returns an :class:`~pneumo.data.xray_dataset.XrayDataset`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import hashlib
 import json
 import logging
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,6 @@ import numpy as np
 import pandas as pd
 
 from pneumo.data.decode import DECODER_VERSION, load_decoded
-from pneumo.data.labels import CLASSES, UNTYPED
 from pneumo.data.phantoms import is_phantom_folder, make_phantoms
 from pneumo.data.scan import (
     EXPECTED_LAYOUT,
@@ -33,12 +32,12 @@ from pneumo.data.scan import (
     drop_untyped,
     scan_folder,
 )
-from pneumo.data.splits import SPLIT_VERSION, SPLITS, assign_splits
+from pneumo.data.splits import SPLIT_VERSION, SplitReport, assign_splits
+from pneumo.data.xray_dataset import TABLE_COLUMNS, XrayDataset, labels_present
 from pneumo.errors import CacheError
 
 __all__ = [
     "PROJECT_ROOT",
-    "XrayDataset",
     "locate_data",
     "default_cache_dir",
     "load_dataset",
@@ -49,24 +48,6 @@ logger = logging.getLogger(__name__)
 
 #: The folder that holds the ``pneumo`` package (the repository root in a checkout).
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-
-#: Column order of :attr:`XrayDataset.table`.
-TABLE_COLUMNS = (
-    "path",
-    "relpath",
-    "kaggle_split",
-    "split",
-    "label",
-    "target",
-    "binary",
-    "patient",
-    "group",
-    "sha1",
-    "orig_height",
-    "orig_width",
-    "size",
-    "mtime_ns",
-)
 
 
 def locate_data(path: str | os.PathLike | None = None) -> Path | None:
@@ -139,184 +120,6 @@ def compute_fingerprint(
     }
     blob = json.dumps(payload, separators=(",", ":"), sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
-
-
-def _stats(values: pd.Series) -> dict[str, float]:
-    if values.empty:
-        return {"min": None, "median": None, "max": None}
-    return {
-        "min": int(values.min()),
-        "median": float(values.median()),
-        "max": int(values.max()),
-    }
-
-
-@dataclass
-class XrayDataset:
-    """A decoded chest X-ray data set with leakage-free splits.
-
-    Attributes
-    ----------
-    table : pandas.DataFrame
-        One row per image, row-aligned with :attr:`images`.  Columns: ``path`` (absolute),
-        ``relpath`` (posix, relative to :attr:`root`), ``kaggle_split`` (folder on disk),
-        ``split`` (our ``train``/``val``/``test``), ``label`` (in
-        :data:`~pneumo.data.CLASSES`), ``target`` (0..2), ``binary`` (0/1), ``patient``,
-        ``group`` (patient + duplicate group id; never split), ``sha1`` (of the file bytes),
-        ``orig_height``, ``orig_width``, ``size`` (bytes), ``mtime_ns``.
-    images : numpy.ndarray
-        uint8, shape ``(N, resolution, resolution)``, grey.
-    root : pathlib.Path
-        The data folder.
-    resolution : int
-        Image side in pixels.
-    is_synthetic : bool
-        True for phantom data (:func:`~pneumo.data.make_phantoms`).
-    skipped : list of (str, str)
-        ``(relpath, reason)`` of image files that could not be used (unlabelled, unreadable,
-        truncated).  Paths are relative to :attr:`root`.
-    fingerprint : str
-        See :func:`compute_fingerprint`.
-    val_fraction, seed : float, int
-        Split settings used.
-    split_report : dict
-        Duplicates and dropped files (:meth:`pneumo.data.splits.SplitReport.to_dict`).
-    scan_counts : dict
-        Images per Kaggle folder and class as found on disk (before any dropping).
-    cache_info : dict
-        ``hit`` and ``file`` of the decode cache (not part of :meth:`summary`, which must not
-        depend on whether the cache was warm).
-    """
-
-    table: pd.DataFrame
-    images: np.ndarray
-    root: Path
-    resolution: int
-    is_synthetic: bool
-    skipped: list[tuple[str, str]]
-    fingerprint: str
-    val_fraction: float = 0.15
-    seed: int = 0
-    split_report: dict = field(default_factory=dict)
-    scan_counts: dict = field(default_factory=dict)
-    cache_info: dict = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if self.images.ndim != 3 or self.images.dtype != np.uint8:
-            raise ValueError(
-                f"images must be uint8 (N, H, W), got {self.images.dtype} {self.images.shape}"
-            )
-        if len(self.table) != len(self.images):
-            raise ValueError(
-                f"table has {len(self.table)} rows but there are {len(self.images)} images"
-            )
-
-    def __len__(self) -> int:
-        return len(self.table)
-
-    def __repr__(self) -> str:
-        counts = self.table["split"].value_counts()
-        parts = ", ".join(f"{s}={int(counts.get(s, 0))}" for s in SPLITS)
-        kind = "synthetic" if self.is_synthetic else "real"
-        return (
-            f"XrayDataset({kind}, {len(self)} images {self.resolution}px, {parts}, "
-            f"root={str(self.root)!r}, fingerprint={self.fingerprint})"
-        )
-
-    def subset(self, split: str) -> tuple[np.ndarray, pd.DataFrame]:
-        """Images and table rows of one of our splits.
-
-        Parameters
-        ----------
-        split
-            ``"train"``, ``"val"`` or ``"test"``.
-
-        Returns
-        -------
-        images : numpy.ndarray
-            uint8, shape ``(n, resolution, resolution)`` (a copy).
-        rows : pandas.DataFrame
-            The matching table rows, index reset to ``0..n-1``.
-        """
-        if split not in SPLITS:
-            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-        mask = (self.table["split"] == split).to_numpy()
-        return self.images[mask], self.table[mask].reset_index(drop=True)
-
-    def summary_table(self) -> pd.DataFrame:
-        """Images per split and class, total, and patients.
-
-        Returns
-        -------
-        pandas.DataFrame
-            Index ``train``, ``val``, ``test`` (name ``split``); integer columns ``normal``,
-            ``bacterial``, ``viral``, (``pneumonia``, only when there are untyped pneumonia
-            images), ``total``, ``patients``.
-        """
-        counts = pd.crosstab(self.table["split"], self.table["label"])
-        counts = counts.reindex(index=list(SPLITS), columns=_labels_present(self.table), fill_value=0)
-        counts["total"] = counts.sum(axis=1)
-        patients = self.table.groupby("split")["patient"].nunique()
-        counts["patients"] = patients.reindex(list(SPLITS), fill_value=0)
-        counts.index.name = "split"
-        counts.columns.name = None
-        return counts.astype("int64")
-
-    def summary(self) -> dict[str, Any]:
-        """JSON-able description of the data set, for logs and the report.
-
-        Returns
-        -------
-        dict
-            ``root``, ``is_synthetic``, ``resolution``, ``val_fraction``, ``seed``,
-            ``fingerprint``, ``n_images``; ``counts`` (split -> class/total/patients);
-            ``kaggle_counts`` (folder -> class -> images found on disk); ``patients`` (split ->
-            n); ``duplicates`` (groups and pairs found, pairs kept within each split, how they
-            are handled); ``dropped`` (pool images dropped for leaking into test, by reason,
-            with the files); ``skipped`` (files not used, with reasons); ``original_size``
-            (min/median/max of height and width).
-        """
-        table = self.summary_table()
-        report = self.split_report or {}
-        return {
-            "root": str(self.root),
-            "is_synthetic": bool(self.is_synthetic),
-            "resolution": int(self.resolution),
-            "val_fraction": float(self.val_fraction),
-            "seed": int(self.seed),
-            "fingerprint": self.fingerprint,
-            "n_images": int(len(self)),
-            "counts": {
-                split: {col: int(table.loc[split, col]) for col in table.columns}
-                for split in table.index
-            },
-            "kaggle_counts": self.scan_counts,
-            "patients": {split: int(table.loc[split, "patients"]) for split in table.index},
-            "duplicates": {
-                "groups": report.get("duplicate_groups", 0),
-                "pairs": report.get("duplicate_pairs", 0),
-                "pairs_within_split": report.get("duplicate_pairs_within_split", {}),
-                "joining_patients": report.get("duplicates_joining_patients", 0),
-                "handling": report.get("handling", ""),
-            },
-            "dropped": {
-                "patient_in_test": report.get("dropped_patient_in_test", 0),
-                "duplicate_of_test": report.get("dropped_duplicate_of_test", 0),
-                "patients_in_pool_and_test": report.get("patients_in_pool_and_test", []),
-                "kaggle_val_merged_into_pool": report.get("kaggle_val_merged", 0),
-                "files": report.get("dropped", {}),
-            },
-            "skipped": [{"path": p, "reason": r} for p, r in self.skipped],
-            "original_size": {
-                "height": _stats(self.table["orig_height"]),
-                "width": _stats(self.table["orig_width"]),
-            },
-        }
-
-
-def _labels_present(table: pd.DataFrame) -> list[str]:
-    """The three classes, and the untyped pneumonia label only where such images are used."""
-    return list(CLASSES) + ([UNTYPED] if (table["label"] == UNTYPED).any() else [])
 
 
 def _check_our_splits(table: pd.DataFrame, root: Path, val_fraction: float) -> None:
@@ -402,79 +205,24 @@ def load_dataset(
         cache = default_cache_dir()
     else:
         cache = Path(cache_dir).expanduser().absolute()
-
-    located = locate_data(root)
-    if located is None:
-        logger.log(
-            logging.INFO if "phantoms" in _WARNED else logging.WARNING,
-            "no chest X-ray data found (no root given, $PNEUMO_DATA unset, %s missing); using "
-            "synthetic phantom data under %s",
-            PROJECT_ROOT / "data" / "chest_xray",
-            cache / "phantoms",
-        )
-        _WARNED.add("phantoms")
-        located = make_phantoms(cache / "phantoms", num_workers=num_workers)
-    located = located.absolute()
-    if cache.resolve().is_relative_to(located.resolve()):
-        raise CacheError(
-            f"the results folder {cache} is inside the data folder {located}, which is only ever "
-            "read: set --cache or $PNEUMO_CACHE to a folder outside it"
-        )
+    located = _data_folder(root, cache, num_workers)
 
     # Every image, typed or not, so that the fingerprint and the split do not depend on
     # `subtypes`; the untyped ones are dropped after splitting where the subtype is needed.
     table, skipped = scan_folder(located, subtypes=False)
     skipped = list(skipped)
     check_class_counts(table, located, subtypes=subtypes)
-    counts = table.groupby(["kaggle_split", "label"]).size()
-    scan_counts = {
-        split: {label: int(counts.get((split, label), 0)) for label in _labels_present(table)}
-        for split in table["kaggle_split"].unique().tolist()
-    }
-
-    images, info = load_decoded(
-        table["path"].tolist(),
-        table["relpath"].tolist(),
-        table["size"].tolist(),
-        table["mtime_ns"].tolist(),
-        resolution,
-        cache,
-        num_workers=num_workers,
-    )
-    table["sha1"] = pd.Series(info["sha1"], index=table.index, dtype=object)
-    table["orig_height"] = np.asarray(info["orig_height"], dtype=np.int64)
-    table["orig_width"] = np.asarray(info["orig_width"], dtype=np.int64)
+    scan_counts = _scan_counts(table)
+    images, info = _decode_into(table, resolution, cache, num_workers)
     # The fingerprint covers every image file found, readable or not (sha1 of what is there).
     fingerprint = compute_fingerprint(
         table["relpath"], table["size"], table["sha1"],
         resolution=resolution, val_fraction=val_fraction, seed=seed,
     )
-
-    errors: dict[str, str] = info["errors"]
-    if errors:
-        logger.warning(
-            "skipping %d unreadable image(s) under %s:\n  %s",
-            len(errors),
-            located,
-            "\n  ".join(f"{p}: {r}" for p, r in errors.items()),
-        )
-        skipped.extend(errors.items())
-        table = table[~table["relpath"].isin(errors)]
-        check_class_counts(table, located, when=" after skipping unreadable images",
+    table = _drop_unreadable(table, info["errors"], located, skipped, subtypes=subtypes)
+    table, report = _split(table, located, skipped, val_fraction=val_fraction, seed=seed,
                            subtypes=subtypes)
-
-    table, report = assign_splits(table, val_fraction=val_fraction, seed=seed)
-    if subtypes:
-        table, untyped = drop_untyped(table)
-        if untyped:
-            logger.warning("leaving out %d pneumonia image(s) whose name gives no subtype (e.g. %s)",
-                           len(untyped), untyped[0][0])
-        skipped.extend(untyped)
-    _check_our_splits(table, located, val_fraction)
-    keep = table.index.to_numpy()  # positions in the scan order == rows of `images`
-    if len(keep) != len(images) or not np.array_equal(keep, np.arange(len(images))):
-        images = images[keep]
-    table = table.reset_index(drop=True)[list(TABLE_COLUMNS)]
+    images, table = _rows_kept(images, table)
 
     dataset = XrayDataset(
         table=table,
@@ -492,3 +240,96 @@ def load_dataset(
     )
     logger.info("%r\n%s", dataset, dataset.summary_table().to_string())
     return dataset
+
+
+def _data_folder(root: str | os.PathLike | None, cache: Path, num_workers: int | None) -> Path:
+    """The data folder: ``root`` or :func:`locate_data`'s, else phantoms generated under ``cache``."""
+    located = locate_data(root)
+    if located is None:
+        # Warn once per process: a report run loads the data once per task.
+        logger.log(
+            logging.INFO if "phantoms" in _WARNED else logging.WARNING,
+            "no chest X-ray data found (no root given, $PNEUMO_DATA unset, %s missing); using "
+            "synthetic phantom data under %s",
+            PROJECT_ROOT / "data" / "chest_xray",
+            cache / "phantoms",
+        )
+        _WARNED.add("phantoms")
+        located = make_phantoms(cache / "phantoms", num_workers=num_workers)
+    located = located.absolute()
+    if cache.resolve().is_relative_to(located.resolve()):
+        raise CacheError(
+            f"the results folder {cache} is inside the data folder {located}, which is only ever "
+            "read: set --cache or $PNEUMO_CACHE to a folder outside it"
+        )
+    return located
+
+
+def _scan_counts(table: pd.DataFrame) -> dict[str, dict[str, int]]:
+    """Images per Kaggle folder and label as found on disk, before anything is dropped."""
+    counts = table.groupby(["kaggle_split", "label"]).size()
+    return {
+        split: {label: int(counts.get((split, label), 0)) for label in labels_present(table)}
+        for split in table["kaggle_split"].unique().tolist()
+    }
+
+
+def _decode_into(
+    table: pd.DataFrame, resolution: int, cache: Path, num_workers: int | None
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Decode every scanned image (cached) and add its ``sha1`` and original size to ``table``."""
+    # images: uint8 (N, resolution, resolution), row i = table row i (scan order).
+    images, info = load_decoded(
+        table["path"].tolist(),
+        table["relpath"].tolist(),
+        table["size"].tolist(),
+        table["mtime_ns"].tolist(),
+        resolution,
+        cache,
+        num_workers=num_workers,
+    )
+    table["sha1"] = pd.Series(info["sha1"], index=table.index, dtype=object)
+    table["orig_height"] = np.asarray(info["orig_height"], dtype=np.int64)
+    table["orig_width"] = np.asarray(info["orig_width"], dtype=np.int64)
+    return images, info
+
+
+def _drop_unreadable(
+    table: pd.DataFrame, errors: dict[str, str], located: Path, skipped: list, *, subtypes: bool
+) -> pd.DataFrame:
+    """Leave out the images the decoder could not read (logged, added to ``skipped``)."""
+    if errors:
+        logger.warning(
+            "skipping %d unreadable image(s) under %s:\n  %s",
+            len(errors),
+            located,
+            "\n  ".join(f"{p}: {r}" for p, r in errors.items()),
+        )
+        skipped.extend(errors.items())
+        table = table[~table["relpath"].isin(errors)]
+        check_class_counts(table, located, when=" after skipping unreadable images",
+                           subtypes=subtypes)
+    return table
+
+
+def _split(
+    table: pd.DataFrame, located: Path, skipped: list, *, val_fraction: float, seed: int, subtypes: bool
+) -> tuple[pd.DataFrame, SplitReport]:
+    """Assign our splits, then leave out the untyped images where the subtype is needed."""
+    table, report = assign_splits(table, val_fraction=val_fraction, seed=seed)
+    if subtypes:
+        table, untyped = drop_untyped(table)
+        if untyped:
+            logger.warning("leaving out %d pneumonia image(s) whose name gives no subtype (e.g. %s)",
+                           len(untyped), untyped[0][0])
+        skipped.extend(untyped)
+    _check_our_splits(table, located, val_fraction)
+    return table, report
+
+
+def _rows_kept(images: np.ndarray, table: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame]:
+    """The images of the rows left in ``table``, row-aligned with it (index 0..n-1, final columns)."""
+    keep = table.index.to_numpy()  # positions in the scan order == rows of `images`
+    if len(keep) != len(images) or not np.array_equal(keep, np.arange(len(images))):
+        images = images[keep]
+    return images, table.reset_index(drop=True)[list(TABLE_COLUMNS)]

@@ -237,19 +237,7 @@ def scan_folder(
         layout.
     """
     root = Path(root).expanduser().absolute()
-    if not root.exists():
-        raise DataLayoutError(f"data folder {root} does not exist ({_expected(root)})")
-    if not root.is_dir():
-        raise DataLayoutError(f"data folder {root} is not a folder ({_expected(root)})")
-
-    splits = _subdirs_by_lower_name(root)
-    missing = [s for s in REQUIRED_SPLITS if s not in splits]
-    if missing:
-        raise DataLayoutError(
-            f"{root} has no {' or '.join(m + '/' for m in missing)} folder: "
-            f"{_expected(root)}{_layout_hint(root, splits)}"
-        )
-
+    splits = _split_folders(root)
     rows: list[dict] = []
     skipped: list[tuple[str, str]] = []
     n_ignored = 0
@@ -257,65 +245,116 @@ def scan_folder(
         if split not in splits:
             logger.info("%s has no %s/ folder; continuing without it (it is optional)", root, split)
             continue
-        split_dir = splits[split]
-        classes = _subdirs_by_lower_name(split_dir)
-        for folder in CLASS_FOLDERS:
-            if folder.lower() not in classes:
-                message = f"{split_dir} has no {folder}/ folder ({_expected(root)})"
-                if split in REQUIRED_SPLITS:
-                    raise DataLayoutError(message)
-                logger.warning("%s; using the other class folder only", message)
+        _check_class_folders(root, split, splits[split])
+        split_rows, split_skipped, split_ignored = _scan_split(root, split, splits[split])
+        rows += split_rows
+        skipped += split_skipped
+        n_ignored += split_ignored
 
-        # Image files anywhere under the split folder that are not in a class folder
-        # (train/x.jpeg, train/COVID/y.jpeg) are reported rather than silently dropped.
-        for path, is_image in _walk_images(split_dir):
-            rel = path.relative_to(root).as_posix()
-            if not is_image:
-                logger.debug("ignoring non-image file %s", path)
-                n_ignored += 1
-                continue
-            class_dir = path.relative_to(split_dir).parts[0] if path.parent != split_dir else ""
-            if class_dir.upper() not in CLASS_FOLDERS:
-                skipped.append((rel, f"not inside a NORMAL or PNEUMONIA folder of {split}/"))
-                continue
-            try:
-                # The class comes from the class folder directly under the split folder, even
-                # for files in nested sub-folders.
-                label = parse_label(Path(class_dir, path.name))
-            except ValueError:
-                # Only a PNEUMONIA name can fail here (the folder was checked above): it is
-                # still a pneumonia image, of unknown subtype.
-                label = UNTYPED
-            try:
-                patient = parse_patient(path.name)
-            except ValueError:
-                # Unknown naming (not the Kaggle convention): treat each file as its own
-                # patient so it still takes part; it cannot be grouped with its siblings.
-                patient = f"file:{rel}"
-                logger.debug("no patient id in %s; using the file itself as patient", rel)
-            stat = path.stat()
-            rows.append(
-                {
-                    "path": str(path),
-                    "relpath": rel,
-                    "kaggle_split": split,
-                    "label": label,
-                    "target": label_to_target(label),
-                    "binary": label_to_binary(label),
-                    "patient": patient,
-                    "size": int(stat.st_size),
-                    "mtime_ns": int(stat.st_mtime_ns),
-                }
-            )
-
-    table = pd.DataFrame(rows, columns=list(SCAN_COLUMNS))
-    table = table.sort_values("relpath", kind="stable").reset_index(drop=True)
-    table = table.astype(dict.fromkeys(["target", "binary", "size", "mtime_ns"], "int64"))
+    table = _scan_table(rows)
     found = table
     if subtypes:
         table, untyped = drop_untyped(table)
         table = table.reset_index(drop=True)
         skipped += untyped
+    _log_scan(root, table, skipped, n_ignored)
+    # After the warnings, so that an empty class comes with the list of what was skipped.
+    check_class_counts(found, root, subtypes=subtypes)
+    counts = table.groupby(["kaggle_split", "label"]).size().unstack(fill_value=0)
+    logger.debug("scanned %s:\n%s", root, counts.reindex(columns=list(LABELS), fill_value=0))
+    return table, skipped
+
+
+def _split_folders(root: Path) -> dict[str, Path]:
+    """The split folders of ``root`` by lower-cased name, once ``root`` has ``train/`` and ``test/``."""
+    if not root.exists():
+        raise DataLayoutError(f"data folder {root} does not exist ({_expected(root)})")
+    if not root.is_dir():
+        raise DataLayoutError(f"data folder {root} is not a folder ({_expected(root)})")
+    splits = _subdirs_by_lower_name(root)
+    missing = [s for s in REQUIRED_SPLITS if s not in splits]
+    if missing:
+        raise DataLayoutError(
+            f"{root} has no {' or '.join(m + '/' for m in missing)} folder: "
+            f"{_expected(root)}{_layout_hint(root, splits)}"
+        )
+    return splits
+
+
+def _check_class_folders(root: Path, split: str, split_dir: Path) -> None:
+    """Require ``NORMAL/`` and ``PNEUMONIA/`` in a required split; only warn in ``val/``."""
+    classes = _subdirs_by_lower_name(split_dir)
+    for folder in CLASS_FOLDERS:
+        if folder.lower() not in classes:
+            message = f"{split_dir} has no {folder}/ folder ({_expected(root)})"
+            if split in REQUIRED_SPLITS:
+                raise DataLayoutError(message)
+            logger.warning("%s; using the other class folder only", message)
+
+
+def _scan_split(
+    root: Path, split: str, split_dir: Path
+) -> tuple[list[dict], list[tuple[str, str]], int]:
+    """One split folder's image rows, its unusable image files and how many non-image files it has."""
+    rows: list[dict] = []
+    skipped: list[tuple[str, str]] = []
+    n_ignored = 0
+    # Image files anywhere under the split folder that are not in a class folder
+    # (train/x.jpeg, train/COVID/y.jpeg) are reported rather than silently dropped.
+    for path, is_image in _walk_images(split_dir):
+        rel = path.relative_to(root).as_posix()
+        if not is_image:
+            logger.debug("ignoring non-image file %s", path)
+            n_ignored += 1
+            continue
+        class_dir = path.relative_to(split_dir).parts[0] if path.parent != split_dir else ""
+        if class_dir.upper() not in CLASS_FOLDERS:
+            skipped.append((rel, f"not inside a NORMAL or PNEUMONIA folder of {split}/"))
+            continue
+        rows.append(_image_row(path, rel, split, class_dir))
+    return rows, skipped, n_ignored
+
+
+def _image_row(path: Path, rel: str, split: str, class_dir: str) -> dict:
+    """One image's table row: label and patient from its names, size and mtime from ``stat``."""
+    try:
+        # The class comes from the class folder directly under the split folder, even
+        # for files in nested sub-folders.
+        label = parse_label(Path(class_dir, path.name))
+    except ValueError:
+        # Only a PNEUMONIA name can fail here (the folder was checked above): it is
+        # still a pneumonia image, of unknown subtype.
+        label = UNTYPED
+    try:
+        patient = parse_patient(path.name)
+    except ValueError:
+        # Unknown naming (not the Kaggle convention): treat each file as its own
+        # patient so it still takes part; it cannot be grouped with its siblings.
+        patient = f"file:{rel}"
+        logger.debug("no patient id in %s; using the file itself as patient", rel)
+    stat = path.stat()
+    return {
+        "path": str(path),
+        "relpath": rel,
+        "kaggle_split": split,
+        "label": label,
+        "target": label_to_target(label),
+        "binary": label_to_binary(label),
+        "patient": patient,
+        "size": int(stat.st_size),
+        "mtime_ns": int(stat.st_mtime_ns),
+    }
+
+
+def _scan_table(rows: list[dict]) -> pd.DataFrame:
+    """The rows as a table with :data:`SCAN_COLUMNS`, sorted by ``relpath``."""
+    table = pd.DataFrame(rows, columns=list(SCAN_COLUMNS))
+    table = table.sort_values("relpath", kind="stable").reset_index(drop=True)
+    return table.astype(dict.fromkeys(["target", "binary", "size", "mtime_ns"], "int64"))
+
+
+def _log_scan(root: Path, table: pd.DataFrame, skipped: list[tuple[str, str]], n_ignored: int) -> None:
+    """Report what the scan ignored, skipped, and could not give a patient id."""
     if n_ignored:
         logger.debug("ignored %d non-image files under %s", n_ignored, root)
     if skipped:
@@ -333,8 +372,3 @@ def scan_folder(
             no_patient,
             root,
         )
-    # After the warnings, so that an empty class comes with the list of what was skipped.
-    check_class_counts(found, root, subtypes=subtypes)
-    counts = table.groupby(["kaggle_split", "label"]).size().unstack(fill_value=0)
-    logger.debug("scanned %s:\n%s", root, counts.reindex(columns=list(LABELS), fill_value=0))
-    return table, skipped

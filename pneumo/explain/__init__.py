@@ -6,6 +6,8 @@ This package only re-exports; the modules:
   networks compared;
 - :mod:`~pneumo.explain.task`: :func:`run_explain`, the task end to end (its docstring tells
   the story);
+- :mod:`~pneumo.explain.parts`: its computations, one network's explanations and one
+  network's neurons, each as a ``Part``;
 - :mod:`~pneumo.explain.attribution`: Grad-CAM, integrated gradients, SHAP;
 - :mod:`~pneumo.explain.sanity`: parameter randomisation, deletion / insertion curves;
 - :mod:`~pneumo.explain.lungs`: the lung-field template and region shares;

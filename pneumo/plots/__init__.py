@@ -9,7 +9,9 @@ Modules:
 
 - :mod:`pneumo.plots.style`: colours, :data:`MAX_WIDTH`, the rc settings and the helpers
   every figure is built with;
-- :mod:`pneumo.plots.classification`: Task 1 (re-exported here, as ``pneumo.plots.X``);
+- :mod:`pneumo.plots.classification` (data, training, grid) and
+  :mod:`pneumo.plots.classification_eval` (test evaluation): Task 1 (re-exported here, as
+  ``pneumo.plots.X``);
 - :mod:`pneumo.plots.embeddings`, :mod:`pneumo.plots.anomaly`, :mod:`pneumo.plots.explain`:
   Tasks 2 to 4 (imported by name: ``from pneumo.plots import anomaly``).
 
@@ -18,8 +20,17 @@ Modules:
 
 from __future__ import annotations
 
-from pneumo.plots import classification
-from pneumo.plots.classification import *  # noqa: F401,F403  the Task 1 figures: classification.__all__
+from pneumo.plots.classification import class_balance, grid_comparison, learning_curves, sample_grid
+from pneumo.plots.classification_eval import (
+    auc_from_curve,
+    average_precision_from_curve,
+    confusion_matrix,
+    misclassified_gallery,
+    pr_curves,
+    roc_curves,
+    roc_pr_curves,
+    threshold_plot,
+)
 from pneumo.plots.style import (
     CLASS_COLOURS,
     MAX_WIDTH,
@@ -30,5 +41,10 @@ from pneumo.plots.style import (
     use_style,
 )
 
-__all__ = ["OKABE_ITO", "CLASS_COLOURS", "SPLIT_COLOURS", "MAX_WIDTH", "STYLE", "class_colour", "use_style",
-           *classification.__all__]
+__all__ = [
+    "OKABE_ITO", "CLASS_COLOURS", "SPLIT_COLOURS", "MAX_WIDTH", "STYLE", "class_colour", "use_style",
+    # Task 1: pneumo.plots.classification.__all__, then pneumo.plots.classification_eval.__all__
+    "class_balance", "sample_grid", "learning_curves", "grid_comparison",
+    "confusion_matrix", "roc_curves", "pr_curves", "roc_pr_curves", "threshold_plot", "misclassified_gallery",
+    "auc_from_curve", "average_precision_from_curve",
+]

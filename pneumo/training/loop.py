@@ -225,9 +225,7 @@ def fit(
     n_train = x_train.shape[0]
 
     steps_per_epoch = max(1, n_train // batch_size)
-    total_steps = epochs * steps_per_epoch
-    warmup_steps = max(1, round(warmup_epochs * steps_per_epoch)) if warmup_epochs > 0 else 0
-    schedule = functools.partial(_lr_at, base_lr=lr, warmup_steps=warmup_steps, total_steps=total_steps)
+    schedule = _schedule(lr, warmup_epochs, steps_per_epoch, epochs)
     optimizer = _make_optimizer(model, lr, weight_decay)
     scaler = torch.amp.GradScaler("cuda", enabled=_uses_fp16(device))
     log.info("training %s on %s: %d train images, %d steps/epoch x %d epochs, batch %d, augment=%s, "
@@ -242,27 +240,11 @@ def fit(
     was_training = model.training
     try:
         for epoch in range(1, epochs + 1):
-            t_epoch = time.perf_counter()
-            model.train()
-            if draw_weight is not None:
-                order = torch.multinomial(draw_weight, n_train, replacement=True, generator=gen)
-            else:
-                order = torch.randperm(n_train, generator=gen, device=device)
-            # Manual updates: iterating a tqdm closes it at the end, before the val metrics.
-            with tqdm(total=steps_per_epoch, desc=f"epoch {epoch}/{epochs}", disable=not progress,
-                      dynamic_ncols=True) as bar:
-                train, step = _train_epoch(model, x_train, order, batch_loss, optimizer, scaler, gen, bar,
-                                           schedule=schedule, step=step, steps=steps_per_epoch,
-                                           batch_size=batch_size,
-                                           augment=augment, layout=layout, progress=progress)
-                model.eval()
-                with torch.no_grad():
-                    val = evaluate(model)
-                model.train()
-                speed = {k: train.pop(k) for k in ("images_per_s", "data_wait_fraction")}
-                row = {"epoch": epoch, **train, **val, "seconds": time.perf_counter() - t_epoch, **speed}
-                history.append(row)
-                bar.set_postfix({k: f"{v:.4f}" for k, v in val.items()})
+            row, val, step = _run_epoch(model, x_train, batch_loss, evaluate, optimizer, scaler, gen, history,
+                                        epoch=epoch, epochs=epochs, step=step, steps=steps_per_epoch,
+                                        schedule=schedule, batch_size=batch_size, augment=augment,
+                                        layout=layout, progress=progress, draw_weight=draw_weight,
+                                        device=device)
             _log_epoch(row, val, epochs, history)
             if _is_better(row, best_row, select_metric):
                 best_row, best_epoch, best_state = row, epoch, _cpu_state(model)
@@ -277,7 +259,54 @@ def fit(
                     "(epoch %d)", len(history), best_epoch)
     finally:
         model.train(was_training)
+    return _result(model, history, best_epoch, best_state, t_start=t_start, stopped_early=stopped_early,
+                   interrupted=interrupted)
 
+
+def _schedule(lr: float, warmup_epochs: float, steps_per_epoch: int, epochs: int) -> Callable[[int], float]:
+    """The learning rate of each global step: :func:`_lr_at` with the warm-up counted in steps."""
+    total_steps = epochs * steps_per_epoch
+    warmup_steps = max(1, round(warmup_epochs * steps_per_epoch)) if warmup_epochs > 0 else 0
+    return functools.partial(_lr_at, base_lr=lr, warmup_steps=warmup_steps, total_steps=total_steps)
+
+
+def _epoch_order(n_train: int, draw_weight: Tensor | None, gen: torch.Generator,
+                 device: torch.device) -> Tensor:
+    """The epoch's (N,) training image indices: drawn with ``draw_weight``, else a permutation."""
+    if draw_weight is not None:
+        return torch.multinomial(draw_weight, n_train, replacement=True, generator=gen)
+    return torch.randperm(n_train, generator=gen, device=device)
+
+
+def _run_epoch(model: nn.Module, x_train: Tensor, batch_loss: Callable, evaluate: Callable, optimizer, scaler,
+               gen: torch.Generator, history: list[dict[str, float]], *, epoch: int, epochs: int, step: int,
+               steps: int, schedule: Callable[[int], float], batch_size: int, augment: bool,
+               layout: torch.memory_format, progress: bool, draw_weight: Tensor | None,
+               device: torch.device) -> tuple[dict[str, float], dict[str, float], int]:
+    """Train one epoch, validate, append the history row; return it, the val figures and the step."""
+    t_epoch = time.perf_counter()
+    model.train()
+    order = _epoch_order(x_train.shape[0], draw_weight, gen, device)
+    # Manual updates: iterating a tqdm closes it at the end, before the val metrics.
+    with tqdm(total=steps, desc=f"epoch {epoch}/{epochs}", disable=not progress,
+              dynamic_ncols=True) as bar:
+        train, step = _train_epoch(model, x_train, order, batch_loss, optimizer, scaler, gen, bar,
+                                   schedule=schedule, step=step, steps=steps, batch_size=batch_size,
+                                   augment=augment, layout=layout, progress=progress)
+        model.eval()
+        with torch.no_grad():
+            val = evaluate(model)
+        model.train()
+        speed = {k: train.pop(k) for k in ("images_per_s", "data_wait_fraction")}
+        row = {"epoch": epoch, **train, **val, "seconds": time.perf_counter() - t_epoch, **speed}
+        history.append(row)
+        bar.set_postfix({k: f"{v:.4f}" for k, v in val.items()})
+    return row, val, step
+
+
+def _result(model: nn.Module, history: list[dict[str, float]], best_epoch: int, best_state: dict | None, *,
+            t_start: float, stopped_early: bool, interrupted: bool) -> TrainResult:
+    """What :func:`fit` returns; the model's current weights when no epoch completed."""
     if best_state is None:  # interrupted before the first epoch finished
         best_state = _cpu_state(model)
     columns = list(history[0]) if history else ["epoch", "lr", "train_loss", "val_loss", "seconds"]
