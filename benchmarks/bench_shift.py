@@ -28,14 +28,13 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _args import benchmark_parser  # noqa: E402
 
-from pneumo.classification import multiclass_shift_metrics  # noqa: E402
 from pneumo.data import load_dataset  # noqa: E402
 from pneumo.device import pick_device  # noqa: E402
 from pneumo.metrics import binary_metrics  # noqa: E402
 from pneumo.results import Entry, ResultCache  # noqa: E402
 from pneumo.runner import lookup_task  # noqa: E402
-from pneumo.shift import (choose_threshold_rule, compare_threshold_rules, robustness_summary,  # noqa: E402
-                          score_under_shifts, summarise_threshold_rules)
+from pneumo.shift import (choose_threshold_rule, compare_threshold_rules, multiclass_shift_metrics,  # noqa: E402
+                          robustness_summary, score_under_shifts, summarise_threshold_rules)
 from pneumo.training import predict_proba  # noqa: E402
 from pneumo.upstream import entry_dataset, load_classifier  # noqa: E402
 
@@ -74,7 +73,7 @@ def _variants(cache: ResultCache, data: str, device) -> pd.DataFrame:
         table, _ = _binary(model, x, y, 0.5, device)
         summary = robustness_summary(table, "roc_auc")
         changed = {k: v for k, v in params.items() if k in ("balance", "augment", "intensity", "width",
-                                                              "depth", "resolution", "epochs")}
+                                                              "depth", "resolution", "epochs", "border_mask")}
         rows.append({"variant": ", ".join(f"{k}={v}" for k, v in changed.items()),
                      "val_roc_auc": entry.metrics["roc_auc"], "shifted_mean_roc_auc": summary["mean"],
                      "shifted_worst_roc_auc": summary["worst"], "worst_shift": summary["worst_shift"]})

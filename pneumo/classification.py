@@ -34,12 +34,13 @@ from pneumo.metrics import (
     confusion,
     metrics_table,
     multiclass_metrics,
+    viral_given_pneumonia,
 )
 from pneumo.models import INTENSITY_MODES, architecture_table, build_model, count_parameters
 from pneumo.results import Entry, ResultCache
 from pneumo.runner import task_spec
-from pneumo.shift import (THRESHOLD_RULES_UNDER_SHIFT, choose_threshold_rule, compare_threshold_rules,
-                          score_under_shifts)
+from pneumo.shift import (THRESHOLD_RULES_UNDER_SHIFT, multiclass_shift_metrics, score_under_shifts,
+                          threshold_under_shift)
 from pneumo.training import predict_proba, stop_if_interrupted, train_classifier
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,8 @@ class ClassifierConfig(TaskConfig):
     balance: str = param("weights", "class imbalance: loss weights, resampling or none",
                          choices=("weights", "sampling", "none"))
     augment: bool = param(True, "random affine + intensity augmentation on the device")
+    border_mask: float = param(0.12, "with augment: black out a random border frame up to this share of "
+                               "the side on half the training images (0: off)", interval="[0, 0.5)")
     label_smoothing: float = param(0.0, "cross-entropy label smoothing", interval="[0, 1)")
     val_fraction: float = param(0.15, "share of train patients held out for validation", interval="(0, 1)")
     comparators: bool = param(True, "add the torchxrayvision DenseNet-121 when its weights are cached")
@@ -222,6 +225,7 @@ def train_variant(
                 lr=settings["lr"], weight_decay=settings["weight_decay"],
                 warmup_epochs=settings["warmup_epochs"], patience=settings["patience"],
                 balance=settings["balance"], augment=settings["augment"],
+                border_mask=settings["border_mask"],
                 label_smoothing=settings["label_smoothing"], device=device, seed=config.seed,
             )
         stop_if_interrupted(result, cache.root, f"{task}-variant-{key}", settings)
@@ -398,7 +402,12 @@ def _evaluate(config: ClassifierConfig, final: Entry, data: XrayDataset, out) ->
     summary: dict[str, Any] = {}
     arrays: dict[str, np.ndarray] = {}
     if task == "binary":
-        threshold, rule = _binary_threshold(config, model, val_x, y_val, device, out)
+        threshold, rule, shifts, rules = threshold_under_shift(
+            lambda images: predict_proba(model, images, device=device)[:, 1], val_x, y_val,
+            rule=config.threshold_rule, seed=config.seed)
+        out.table("val_shifts", shifts)
+        out.table("threshold_rules", rules)
+        log.info("binary: threshold %.3f by rule %s (%s)", threshold, rule, THRESHOLD_RULES_UNDER_SHIFT[rule])
         metric_fn = partial(binary_metrics, threshold=threshold)
         table = metrics_table(metric_fn, y_test, test_proba[:, 1], groups,
                               n_boot=config.bootstrap, seed=config.seed).reset_index()
@@ -408,7 +417,8 @@ def _evaluate(config: ClassifierConfig, final: Entry, data: XrayDataset, out) ->
         _curves(arrays, "test", y_test, test_proba[:, 1])
         _curves(arrays, "val", y_val, val_proba[:, 1])
     else:
-        _multiclass_shifts(config, model, val_x, y_val, device, out)
+        out.table("val_shifts", score_under_shifts(lambda images: predict_proba(model, images, device=device),
+                                                   val_x, y_val, multiclass_shift_metrics, seed=config.seed)[0])
         table = metrics_table(partial(multiclass_metrics, class_names=CLASSES), y_test, test_proba, groups,
                               n_boot=config.bootstrap, seed=config.seed).reset_index()
         predicted = test_proba.argmax(1)
@@ -416,7 +426,7 @@ def _evaluate(config: ClassifierConfig, final: Entry, data: XrayDataset, out) ->
             _curves(arrays, f"test_{name}", (y_test == c).astype(int), test_proba[:, c])
         # Induced figures: bacterial vs viral among pneumonia images, and sick vs healthy.
         sick = y_test > 0
-        p_viral = viral_given_pneumonia(test_proba[sick])
+        p_viral = viral_given_pneumonia(test_proba[sick])  # (n_sick,)
         bv = metrics_table(binary_metrics, (y_test[sick] == 2).astype(int),
                            p_viral, groups[sick], n_boot=config.bootstrap, seed=config.seed).reset_index()
         out.table("bacterial_vs_viral", bv)
@@ -451,59 +461,6 @@ def _evaluate(config: ClassifierConfig, final: Entry, data: XrayDataset, out) ->
                     "train_seconds": final.metrics["train_seconds"],
                     "best_epoch": final.metrics["best_epoch"], "variant_entry": final.path.name})
     return summary
-
-
-def _binary_threshold(config: ClassifierConfig, model, val_x: np.ndarray, y_val: np.ndarray, device,
-                      out) -> tuple[float, str]:
-    """The 1a decision threshold and the name of its rule; writes ``val_shifts`` and
-    ``threshold_rules``.
-
-    Validation films under every shift of :data:`pneumo.shift.SHIFTS`: each threshold rule is
-    judged on shifts it did not see, and ``config.threshold_rule == "shift"`` takes the rule
-    that holds best (:func:`pneumo.shift.choose_threshold_rule`). A threshold that only suits
-    the training pool's own films (Youden's J on an easy validation split can sit at 0.1)
-    loses its specificity on films from elsewhere.
-    """
-    def score(images):
-        return predict_proba(model, images, device=device)[:, 1]
-
-    def roc_auc(y, s):
-        return {"roc_auc": float(binary_metrics(y, s)["roc_auc"])}
-
-    shifts, scores = score_under_shifts(score, val_x, y_val, roc_auc, seed=config.seed)
-    rules = compare_threshold_rules(y_val, scores)
-    rule = choose_threshold_rule(rules) if config.threshold_rule == "shift" else config.threshold_rule
-    threshold = float(rules.loc[(rules["rule"] == rule) & (rules["shift"] == "none"), "threshold"].iloc[0])
-    at_threshold = [binary_metrics(y_val, scores[name], threshold=threshold) for name in shifts["shift"]]
-    for metric in ("accuracy", "balanced_accuracy", "sensitivity", "specificity"):
-        shifts[metric] = [float(m[metric]) for m in at_threshold]
-    out.table("val_shifts", shifts)
-    out.table("threshold_rules", rules)
-    log.info("binary: threshold %.3f by rule %s (%s)", threshold, rule, THRESHOLD_RULES_UNDER_SHIFT[rule])
-    return threshold, rule
-
-
-def _multiclass_shifts(config: ClassifierConfig, model, val_x: np.ndarray, y_val: np.ndarray, device, out) -> None:
-    """1b on validation films under every shift: accuracy, balanced accuracy, macro ROC AUC and
-    bacterial-vs-viral ROC AUC among pneumonia films (table ``val_shifts``)."""
-    shifts, _ = score_under_shifts(lambda images: predict_proba(model, images, device=device), val_x, y_val,
-                                   multiclass_shift_metrics, seed=config.seed)
-    out.table("val_shifts", shifts)
-
-
-def multiclass_shift_metrics(y: np.ndarray, proba: np.ndarray) -> dict[str, float]:
-    """What the shift benchmark reports of a three-class model: ``roc_auc`` (macro),
-    ``accuracy``, ``balanced_accuracy`` and ``bacterial_vs_viral_roc_auc``."""
-    m = multiclass_metrics(y, proba, class_names=CLASSES)
-    sick = y > 0
-    bv = binary_metrics((y[sick] == 2).astype(int), viral_given_pneumonia(proba[sick]))
-    return {"roc_auc": float(m["roc_auc"]), "accuracy": float(m["accuracy"]),
-            "balanced_accuracy": float(m["balanced_accuracy"]), "bacterial_vs_viral_roc_auc": float(bv["roc_auc"])}
-
-
-def viral_given_pneumonia(proba: np.ndarray) -> np.ndarray:
-    """(N,) probability of viral given pneumonia from (N, 3) normal / bacterial / viral probabilities."""
-    return proba[:, 2] / np.clip(proba[:, 1:].sum(1), 1e-12, None)
 
 
 def _prediction_frame(rows: pd.DataFrame, proba: np.ndarray, classes, split: str) -> pd.DataFrame:

@@ -480,3 +480,10 @@ def choose_threshold(y_true, p_pos, rule: str = "youden") -> float:
     if k + 1 < len(last):
         return float((cut + s[last[k + 1]]) / 2)
     return float(cut)
+
+
+def viral_given_pneumonia(proba) -> np.ndarray:
+    """(N,) probability of viral given pneumonia, P(viral) / (P(bacterial) + P(viral)), from (N, 3)
+    normal / bacterial / viral probabilities: the score of bacterial-against-viral figures."""
+    proba = np.asarray(proba)
+    return proba[:, 2] / np.clip(proba[:, 1:].sum(1), 1e-12, None)

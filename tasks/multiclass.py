@@ -47,6 +47,7 @@ warmup_epochs = None
 patience = None
 balance = None
 augment = None
+border_mask = None
 label_smoothing = None
 val_fraction = None
 comparators = None

@@ -90,6 +90,8 @@ def test_augmentation_sentence_reads_the_training_defaults():
     rotation = inspect.signature(augment_batch).parameters["max_rotation_deg"].default
     assert f"(±{rotation:.0f}°)" in c_design._augmentation_sentence(True)
     assert c_design._augmentation_sentence(False) == "The chosen model is trained without augmentation."
+    assert "border" not in c_design._augmentation_sentence(True)
+    assert "up to 12% of the side" in c_design._augmentation_sentence(True, 0.12)
 
 
 def test_intensity_sentence_three_ways():

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from pneumo.metrics import binary_metrics, choose_threshold
-from pneumo.shift import (SHIFTS, THRESHOLD_RULES_UNDER_SHIFT, Shift, apply_shift, compare_threshold_rules,
+from pneumo.shift import (SHIFTS, THRESHOLD_RULES_UNDER_SHIFT, Shift, apply_shift, choose_threshold_rule,
+                          compare_threshold_rules, multiclass_shift_metrics, threshold_under_shift,
                           robustness_summary, score_under_shifts)
 
 
@@ -83,3 +84,25 @@ def test_threshold_rules_are_judged_on_shifts_they_did_not_see():
     # Normals drifting up: a cut that saw the drift keeps more specificity than Youden's.
     worst = table.xs("s2", level="shift")["specificity"]
     assert worst["worst_case"] > worst["youden"]
+
+
+def test_threshold_under_shift_takes_the_rule_that_holds_and_reports_every_shift_at_its_cut(films):
+    y = np.array([0, 0, 0, 1, 1, 1])
+    films = films.copy()
+    films[3:] = np.clip(films[3:].astype(int) + 40, 0, 255)
+    score = lambda x: x.reshape(len(x), -1).mean(1) / 255  # noqa: E731
+    threshold, rule, shifts, comparison = threshold_under_shift(score, films, y)
+    assert rule == choose_threshold_rule(comparison) and rule in THRESHOLD_RULES_UNDER_SHIFT
+    assert list(shifts["shift"]) == [s.name for s in SHIFTS]
+    stored = binary_metrics(y, score(films), threshold=threshold)
+    assert shifts.loc[0, "specificity"] == stored["specificity"] and shifts.loc[0, "roc_auc"] == 1.0
+    assert threshold_under_shift(score, films, y, rule="half")[:2] == (0.5, "half")
+    with pytest.raises(ValueError, match="rule must be 'shift' or one of"):
+        threshold_under_shift(score, films, y, rule="median")
+
+
+def test_multiclass_shift_metrics_reads_bacterial_against_viral_among_pneumonia_only():
+    y = np.array([0, 0, 1, 1, 2, 2])
+    proba = np.array([[.8, .1, .1], [.2, .5, .3], [.1, .8, .1], [.2, .6, .2], [.1, .3, .6], [.3, .2, .5]])
+    m = multiclass_shift_metrics(y, proba)
+    assert m["bacterial_vs_viral_roc_auc"] == 1.0 and m["accuracy"] == pytest.approx(5 / 6)

@@ -88,6 +88,22 @@ def test_augment_batch_shape_device_dtype_and_determinism():
     torch.testing.assert_close(augment_batch(x_cl, torch.Generator().manual_seed(0)), a)
 
 
+def test_border_mask_blacks_out_a_frame_on_about_half_the_images_and_nothing_else():
+    identity = dict(max_rotation_deg=0.0, scale_range=(1.0, 1.0), max_translate=0.0, max_brightness=0.0,
+                    max_contrast=0.0, max_gamma=1.0)
+    white = torch.full((64, 1, 32, 32), 2.0)
+    plain = augment_batch(white, torch.Generator().manual_seed(0), **identity)
+    # border_mask=0 draws nothing more: the same generator gives the same batch.
+    torch.testing.assert_close(augment_batch(white, torch.Generator().manual_seed(0), border_mask=0.0, **identity),
+                               plain)
+    masked = augment_batch(white, torch.Generator().manual_seed(0), border_mask=0.25, **identity)
+    framed = masked[:, 0, 0, 0] == -2.0  # (B,) corner blacked out
+    assert 16 <= int(framed.sum()) <= 48
+    assert (masked[:, :, 8:24, 8:24] == 2.0).all()  # 25% of 32 px is at most 8: the centre is kept
+    widths = (masked[framed, 0, 16, :16] == -2.0).sum(dim=1)  # (n_framed,) frame width on the left, px
+    assert widths.min() >= 1 and widths.max() <= 8 and len(set(widths.tolist())) > 2
+
+
 def test_augment_batch_identity_settings_and_black_padding():
     x = to_model_input(torch.from_numpy(make_discs(4, seed=3)[0]))
     identity = augment_batch(x, torch.Generator().manual_seed(0), max_rotation_deg=0.0, scale_range=(1.0, 1.0),

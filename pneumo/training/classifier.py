@@ -68,6 +68,7 @@ def train_classifier(
     patience: int = 5,
     balance: str = "weights",
     augment: bool = True,
+    border_mask: float = 0.0,
     label_smoothing: float = 0.0,
     device: torch.device,
     seed: int = 0,
@@ -106,6 +107,9 @@ def train_classifier(
         ``'none'``: plain shuffling and plain cross-entropy.
     augment
         Apply :func:`augment_batch` to training batches.
+    border_mask
+        With ``augment``: black out a random border frame up to this fraction of the side
+        on half the training images (0: off).
     label_smoothing
         Cross-entropy label smoothing.
     device
@@ -172,6 +176,7 @@ def train_classifier(
         model, train_images, batch_loss, lambda m: _evaluate(m, x_val, y_val, device),
         select_metric=select_metric, epochs=epochs, batch_size=batch_size, lr=lr,
         weight_decay=weight_decay, warmup_epochs=warmup_epochs, patience=patience, augment=augment,
+        augment_options={"border_mask": border_mask} if border_mask else None,
         draw_weight=draw_weight, device=device, seed=seed, progress=progress,
         description=f"balance={balance}, class counts {counts.tolist()}",
     )

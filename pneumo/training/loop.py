@@ -16,7 +16,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -144,6 +144,7 @@ def fit(
     augment: bool,
     device: torch.device,
     seed: int = 0,
+    augment_options: Mapping[str, Any] | None = None,
     draw_weight: Tensor | None = None,
     progress: bool = True,
     description: str = "",
@@ -190,6 +191,9 @@ def fit(
     seed
         Seeds Python, NumPy and torch, and a device generator for the order, the draws and
         augmentation: on CPU two runs from the same initial model give the same history.
+    augment_options
+        Keyword arguments of :func:`augment_batch` (e.g. ``{"border_mask": 0.12}``); None:
+        its defaults.
     draw_weight
         (N,) per-image draw probabilities (drawn with replacement each epoch); None shuffles.
     progress
@@ -230,7 +234,8 @@ def fit(
     scaler = torch.amp.GradScaler("cuda", enabled=_uses_fp16(device))
     log.info("training %s on %s: %d train images, %d steps/epoch x %d epochs, batch %d, augment=%s, "
              "channels_last=%s%s", type(model).__name__, device, n_train, steps_per_epoch, epochs,
-             batch_size, augment, layout == torch.channels_last, f", {description}" if description else "")
+             batch_size, f"{augment} {dict(augment_options)}" if augment and augment_options else augment,
+             layout == torch.channels_last, f", {description}" if description else "")
 
     history: list[dict[str, float]] = []
     best_row: dict[str, float] | None = None
@@ -242,8 +247,8 @@ def fit(
         for epoch in range(1, epochs + 1):
             row, val, step = _run_epoch(model, x_train, batch_loss, evaluate, optimizer, scaler, gen, history,
                                         epoch=epoch, epochs=epochs, step=step, steps=steps_per_epoch,
-                                        schedule=schedule, batch_size=batch_size, augment=augment,
-                                        layout=layout, progress=progress, draw_weight=draw_weight,
+                                        schedule=schedule, batch_size=batch_size,
+                                        augment=dict(augment_options or {}) if augment else None, layout=layout, progress=progress, draw_weight=draw_weight,
                                         device=device)
             _log_epoch(row, val, epochs, history)
             if _is_better(row, best_row, select_metric):
@@ -280,8 +285,8 @@ def _epoch_order(n_train: int, draw_weight: Tensor | None, gen: torch.Generator,
 
 def _run_epoch(model: nn.Module, x_train: Tensor, batch_loss: Callable, evaluate: Callable, optimizer, scaler,
                gen: torch.Generator, history: list[dict[str, float]], *, epoch: int, epochs: int, step: int,
-               steps: int, schedule: Callable[[int], float], batch_size: int, augment: bool,
-               layout: torch.memory_format, progress: bool, draw_weight: Tensor | None,
+               steps: int, schedule: Callable[[int], float], batch_size: int,
+               augment: dict[str, Any] | None, layout: torch.memory_format, progress: bool, draw_weight: Tensor | None,
                device: torch.device) -> tuple[dict[str, float], dict[str, float], int]:
     """Train one epoch, validate, append the history row; return it, the val figures and the step."""
     t_epoch = time.perf_counter()
@@ -317,7 +322,7 @@ def _result(model: nn.Module, history: list[dict[str, float]], best_epoch: int, 
 
 def _train_epoch(model: nn.Module, x_train: Tensor, order: Tensor, batch_loss: Callable, optimizer, scaler,
                  gen: torch.Generator, bar, *, schedule: Callable[[int], float], step: int, steps: int,
-                 batch_size: int, augment: bool, layout: torch.memory_format,
+                 batch_size: int, augment: dict[str, Any] | None, layout: torch.memory_format,
                  progress: bool) -> tuple[dict[str, float], int]:
     """One pass over ``order`` (the epoch's image indices), one AdamW step per batch.
 
@@ -334,8 +339,8 @@ def _train_epoch(model: nn.Module, x_train: Tensor, order: Tensor, batch_loss: C
         t0 = time.perf_counter()
         idx = order[i * batch_size:(i + 1) * batch_size]  # (B,)
         x = to_model_input(x_train[idx])  # (B, 1, H, W) float32
-        if augment:
-            x = augment_batch(x, gen)
+        if augment is not None:  # augment_batch's options
+            x = augment_batch(x, gen, **augment)
         x = x.contiguous(memory_format=layout)
         _sync(device)
         t1 = time.perf_counter()

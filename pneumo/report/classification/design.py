@@ -37,7 +37,7 @@ def _loss_sentence(config: Mapping[str, Any]) -> str:
     return capitalise(BALANCE_TEXT[config["balance"]] + smoothing)
 
 
-def _augmentation_sentence(augment: bool) -> str:
+def _augmentation_sentence(augment: bool, border_mask: float = 0.0) -> str:
     """The augmentation of the chosen 1a model, with the ranges :func:`pneumo.training.augment_batch` uses."""
     if not augment:
         return "The chosen model is trained without augmentation."
@@ -49,7 +49,10 @@ def _augmentation_sentence(augment: bool) -> str:
             f"zoom ({aug['scale_range'][0]:.2f}–{aug['scale_range'][1]:.2f}), "
             f"shift (±{100 * aug['max_translate']:.0f}% of the side), gamma, "
             f"contrast (±{100 * aug['max_contrast']:.0f}%) and brightness (±{100 * aug['max_brightness']:.0f}%) "
-            "jitter. There are no horizontal flips: a mirrored chest "
+            "jitter" + (f"; half of the images also get a black border frame of random width, up to "
+                        f"{100 * border_mask:.0f}% of the side, so that the film's border cannot stand in for its "
+                        "lungs (see the validation under shift below)" if border_mask else "")
+            + ". There are no horizontal flips: a mirrored chest "
             "is anatomically implausible, and side markers would flip with it.")
 
 
@@ -115,7 +118,7 @@ def _binary_design(r: Mapping[str, Any], changes: Mapping[str, Mapping[str, Any]
         "side_out": int(config["resolution"] // 2 ** config["depth"]),
         "loss_text": _loss_sentence(config),
         "balance_text": BALANCE_TEXT[config["balance"]],
-        "augmentation_text": _augmentation_sentence(bool(config["augment"])),
+        "augmentation_text": _augmentation_sentence(bool(config["augment"]), float(config.get("border_mask", 0.0))),
     }
 
 
