@@ -59,7 +59,8 @@ def binary_section(binary: ReportEntry | None = None) -> Section:
         threshold (``threshold``, ``val_target``, ``val_score``, ``val_sensitivity``,
         ``val_specificity``, the shifts and ``shift_text``); validation under acquisition
         shifts (``robustness_table``, ``robustness_text``, the threshold rules' ``rules_table``,
-        ``rule_text``, ``threshold_rule`` and ``threshold_rule_name``); ``errors`` (arguments of
+        ``rule_text``, ``threshold_rule``, ``threshold_rule_name`` and its legend label
+        ``threshold_rule_label``); ``errors`` (arguments of
         :func:`pneumo.plots.misclassified_gallery`); the discussion (``train_pneumonia``,
         ``train_normal``, ``balance_text``, ``accuracy_text``, ``kaggle_val``,
         ``test_source``, ``comparison_text`` printed as Markdown) and ``where``.

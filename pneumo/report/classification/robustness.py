@@ -26,6 +26,10 @@ RULE_NAMES = {
     "worst_case": "the best worst-shift balanced accuracy",
 }
 
+#: Short names of the rules, for figure legends.
+RULE_LABELS = {"youden": "Youden's J", "half": "0.5", "pooled_youden": "pooled Youden's J",
+               "worst_case": "worst-shift"}
+
 
 def _shift_table(shifts: pd.DataFrame, columns: dict[str, str]) -> pd.DataFrame:
     """The displayed shift table: one row per shift, ``columns`` renamed (in that order)."""
@@ -63,6 +67,7 @@ def _binary_robustness(entry: ReportEntry, threshold: float) -> dict[str, Any]:
     return {
         "threshold_rule": rule,
         "threshold_rule_name": RULE_NAMES[rule],
+        "threshold_rule_label": RULE_LABELS[rule],
         "robustness_table": _shift_table(shifts, {"roc_auc": "ROC AUC", "accuracy": "Accuracy",
                                                   "sensitivity": "Sensitivity", "specificity": "Specificity"}),
         "rules_table": rules_table,
