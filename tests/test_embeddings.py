@@ -74,8 +74,10 @@ def test_embeddings_task_shapes_and_learning(embeddings_entry, task_phantoms, ta
         assert arrays[f"tsne_{name}"].shape == (len(images), 2) and np.isfinite(arrays[f"tsne_{name}"]).all()
     # The key names the Task 1 entries it read.
     assert entry.params["binary_entry"] == networks["binary"].path.name
-    # Phantoms are easy: k-NN on the 1a embedding separates normal from pneumonia.
-    assert entry.metrics["net_1a_binary_test_roc_auc"] > 0.8, entry.metrics
+    # The 1a embedding separates normal from pneumonia, far better than the pixels it came from
+    # (on 91 test phantoms; validation may pick k=1, whose ROC AUC is its balanced accuracy).
+    m = entry.metrics
+    assert m["net_1a_binary_test_roc_auc"] > 0.75 and m["net_1a_binary_test_roc_auc"] > m["pixels_binary_test_roc_auc"] + 0.1, m
     metrics = entry.table("knn_test_metrics")
     assert set(zip(metrics["representation"], metrics["question"])) == set(embeddings.KNN_PAIRS)
     assert (metrics["ci_low"] <= metrics["value"] + 1e-12).all()
