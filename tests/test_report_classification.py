@@ -227,7 +227,7 @@ def test_robustness_part_names_the_chosen_rule_and_what_youden_would_have_done()
     assert "falls to 0.300 under the worst shift (border)" in half["robustness_text"]
     youden = c_robustness._binary_robustness(_ShiftEntry("youden", rules), 0.2)
     assert youden["rule_text"].startswith("Youden's J on validation alone also holds best")
-    assert youden["rules_table"].loc[0, "Threshold rule"] == "Youden's J on validation (chosen)"
+    assert youden["rules_table"].loc[0, "Threshold rule"] == "Youden's J (chosen)"
 
 
 # -- the sections on the smoke entries ----------------------------------------------------------

@@ -23,12 +23,12 @@ RULE_NAMES = {
     "youden": "Youden's J on validation",
     "half": "a fixed 0.5",
     "pooled_youden": "Youden's J on validation pooled over the shifts",
-    "worst_case": "the best worst-shift balanced accuracy",
+    "worst_case": "the best balanced accuracy on the worst shift",
 }
 
-#: Short names of the rules, for figure legends.
-RULE_LABELS = {"youden": "Youden's J", "half": "0.5", "pooled_youden": "pooled Youden's J",
-               "worst_case": "worst-shift"}
+#: Short names of the rules, for the table and the figure legend.
+RULE_LABELS = {"youden": "Youden's J", "half": "fixed 0.5", "pooled_youden": "Youden's J, shifts pooled",
+               "worst_case": "best worst shift"}
 
 
 def _shift_table(shifts: pd.DataFrame, columns: dict[str, str]) -> pd.DataFrame:
@@ -47,7 +47,7 @@ def _binary_robustness(entry: ReportEntry, threshold: float) -> dict[str, Any]:
     specificity = robustness_summary(shifts, "specificity")
     chosen, youden = rules.loc[rule], rules.loc["youden"]
     rules_table = pd.DataFrame({
-        "Threshold rule": [RULE_NAMES[r] + (" (chosen)" if r == rule else "") for r in rules.index],
+        "Threshold rule": [RULE_LABELS[r] + (" (chosen)" if r == rule else "") for r in rules.index],
         "Threshold": rules["threshold"].to_numpy(),
         "Bal. acc., no shift": rules["clean_balanced_accuracy"].to_numpy(),
         "Bal. acc., mean of shifts": rules["mean_balanced_accuracy"].to_numpy(),
