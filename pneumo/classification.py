@@ -71,8 +71,8 @@ class ClassifierConfig(TaskConfig):
     balance: str = param("weights", "class imbalance: loss weights, resampling or none",
                          choices=("weights", "sampling", "none"))
     augment: bool = param(True, "random affine + intensity augmentation on the device")
-    border_mask: float = param(0.12, "with augment: black out a random border frame up to this share of "
-                               "the side on half the training images (0: off)", interval="[0, 0.5)")
+    border_mask: float = param(0.12, "black out a random border frame up to this share of the side on half "
+                               "the training images, with or without augment (0: off)", interval="[0, 0.5)")
     label_smoothing: float = param(0.0, "cross-entropy label smoothing", interval="[0, 1)")
     val_fraction: float = param(0.15, "share of train patients held out for validation", interval="(0, 1)")
     comparators: bool = param(True, "add the torchxrayvision DenseNet-121 when its weights are cached")

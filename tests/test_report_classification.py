@@ -92,6 +92,7 @@ def test_augmentation_sentence_reads_the_training_defaults():
     assert c_design._augmentation_sentence(False) == "The chosen model is trained without augmentation."
     assert "border" not in c_design._augmentation_sentence(True)
     assert "up to 12% of the side" in c_design._augmentation_sentence(True, 0.12)
+    assert c_design._augmentation_sentence(False, 0.12).startswith("The chosen model is trained without random jitter; half")
 
 
 def test_intensity_sentence_three_ways():

@@ -228,3 +228,16 @@ def test_predict_proba_and_features(data, mode):
     np.testing.assert_allclose(proba, expected, atol=1e-5)
     feats = extract_features(model, xv[:, None], batch_size=10, device=CPU)  # (N, 1, H, W) accepted
     assert feats.shape == (37, model.embedding_dim)
+
+
+def test_border_frame_stays_on_without_augmentation_and_then_alone():
+    from pneumo.training.augment import NO_JITTER
+    from pneumo.training.classifier import _augment_options
+
+    assert _augment_options(True, 0.0) is None and _augment_options(False, 0.0) is None
+    assert _augment_options(True, 0.12) == {"border_mask": 0.12}
+    alone = _augment_options(False, 0.12)
+    assert alone == {**NO_JITTER, "border_mask": 0.12}
+    x = to_model_input(torch.from_numpy(make_discs(4, seed=3)[0]))
+    kept = augment_batch(x, torch.Generator().manual_seed(0), **{**alone, "border_mask": 0.0})
+    torch.testing.assert_close(kept, x, atol=1e-5, rtol=0)  # no jitter at all

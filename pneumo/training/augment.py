@@ -11,6 +11,11 @@ from torch import Tensor
 from pneumo.imaging import BLACK, PIXEL_MEAN, PIXEL_STD
 
 
+#: :func:`augment_batch` options that turn every random jitter off (the border frame may stay).
+NO_JITTER = dict(max_rotation_deg=0.0, scale_range=(1.0, 1.0), max_translate=0.0, max_brightness=0.0,
+                 max_contrast=0.0, max_gamma=1.0)
+
+
 def augment_batch(
     x: Tensor,
     generator: torch.Generator,

@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from pneumo.device import autocast, memory_format
 from pneumo.imaging import as_uint8_tensor
 from pneumo.metrics import multiclass_metrics
+from pneumo.training.augment import NO_JITTER
 from pneumo.training.inference import _logits
 from pneumo.training.loop import TrainResult, fit
 
@@ -22,6 +23,18 @@ SELECT_METRICS = ("val_auc", "val_bal_acc", "val_acc", "val_loss")
 
 
 BALANCE_MODES = ("weights", "sampling", "none")
+
+
+def _augment_options(augment: bool, border_mask: float) -> dict | None:
+    """Keyword arguments of :func:`augment_batch` for ``fit`` (None: its defaults).
+
+    The border frame removes a shortcut rather than adding jitter, so it stays on when
+    ``augment`` is off (then with every jitter at zero): the grid's augmentation axis then
+    measures the jitter alone.
+    """
+    if not border_mask:
+        return None
+    return {"border_mask": border_mask} if augment else {**NO_JITTER, "border_mask": border_mask}
 
 
 def _class_weights(counts: Tensor) -> Tensor:
@@ -108,8 +121,8 @@ def train_classifier(
     augment
         Apply :func:`augment_batch` to training batches.
     border_mask
-        With ``augment``: black out a random border frame up to this fraction of the side
-        on half the training images (0: off).
+        Black out a random border frame up to this fraction of the side on half the
+        training images (0: off), with or without ``augment``.
     label_smoothing
         Cross-entropy label smoothing.
     device
@@ -175,8 +188,8 @@ def train_classifier(
     return fit(
         model, train_images, batch_loss, lambda m: _evaluate(m, x_val, y_val, device),
         select_metric=select_metric, epochs=epochs, batch_size=batch_size, lr=lr,
-        weight_decay=weight_decay, warmup_epochs=warmup_epochs, patience=patience, augment=augment,
-        augment_options={"border_mask": border_mask} if border_mask else None,
+        weight_decay=weight_decay, warmup_epochs=warmup_epochs, patience=patience,
+        augment=augment or border_mask > 0, augment_options=_augment_options(augment, border_mask),
         draw_weight=draw_weight, device=device, seed=seed, progress=progress,
         description=f"balance={balance}, class counts {counts.tolist()}",
     )

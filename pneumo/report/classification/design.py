@@ -39,8 +39,12 @@ def _loss_sentence(config: Mapping[str, Any]) -> str:
 
 def _augmentation_sentence(augment: bool, border_mask: float = 0.0) -> str:
     """The augmentation of the chosen 1a model, with the ranges :func:`pneumo.training.augment_batch` uses."""
+    border = (f"half of the images get a black border frame of random width, up to {100 * border_mask:.0f}% "
+              "of the side, so that the film's border cannot stand in for its lungs (see the validation under "
+              "shift below)")
     if not augment:
-        return "The chosen model is trained without augmentation."
+        return ("The chosen model is trained without random jitter; " + border + "." if border_mask else
+                "The chosen model is trained without augmentation.")
     from pneumo.training import augment_batch
 
     aug = {k: v.default for k, v in inspect.signature(augment_batch).parameters.items()
@@ -49,9 +53,7 @@ def _augmentation_sentence(augment: bool, border_mask: float = 0.0) -> str:
             f"zoom ({aug['scale_range'][0]:.2f}–{aug['scale_range'][1]:.2f}), "
             f"shift (±{100 * aug['max_translate']:.0f}% of the side), gamma, "
             f"contrast (±{100 * aug['max_contrast']:.0f}%) and brightness (±{100 * aug['max_brightness']:.0f}%) "
-            "jitter" + (f"; half of the images also get a black border frame of random width, up to "
-                        f"{100 * border_mask:.0f}% of the side, so that the film's border cannot stand in for its "
-                        "lungs (see the validation under shift below)" if border_mask else "")
+            "jitter" + ("; " + border if border_mask else "")
             + ". There are no horizontal flips: a mirrored chest "
             "is anatomically implausible, and side markers would flip with it.")
 
