@@ -182,12 +182,13 @@ def robustness_summary(table: pd.DataFrame, metric: str) -> dict[str, float]:
 
 
 #: Rules for the binary decision threshold compared under shift (see
-#: :func:`compare_threshold_rules`).
+#: :func:`compare_threshold_rules`), with the name the report and the logs give each. ``half``
+#: is the class-balanced training objective's own cut.
 THRESHOLD_RULES_UNDER_SHIFT = {
     "youden": "Youden's J on validation",
-    "half": "0.5 (the class-balanced training objective's own cut)",
+    "half": "a fixed 0.5",
     "pooled_youden": "Youden's J on validation pooled over the shifts",
-    "worst_case": "the cut that maximises the worst shift's balanced accuracy",
+    "worst_case": "the best balanced accuracy on the worst shift",
 }
 
 
@@ -320,6 +321,9 @@ def threshold_under_shift(
     comparison : pandas.DataFrame
         The :func:`compare_threshold_rules` table.
     """
+    if rule != "shift" and rule not in THRESHOLD_RULES_UNDER_SHIFT:
+        raise ValueError(f"rule must be 'shift' or one of {list(THRESHOLD_RULES_UNDER_SHIFT)}, got {rule!r}")
+
     def roc_auc(y, s):
         return {"roc_auc": float(binary_metrics(y, s)["roc_auc"])}
 
@@ -327,8 +331,6 @@ def threshold_under_shift(
     comparison = compare_threshold_rules(y_true, scores)
     rule = choose_threshold_rule(comparison) if rule == "shift" else rule
     chosen = comparison[(comparison["rule"] == rule) & (comparison["shift"] == "none")]
-    if chosen.empty:
-        raise ValueError(f"rule must be 'shift' or one of {list(THRESHOLD_RULES_UNDER_SHIFT)}, got {rule!r}")
     threshold = float(chosen["threshold"].iloc[0])
     at_threshold = [binary_metrics(y_true, scores[name], threshold=threshold) for name in shifts["shift"]]
     for metric in ("accuracy", "balanced_accuracy", "sensitivity", "specificity"):

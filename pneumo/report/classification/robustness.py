@@ -14,17 +14,9 @@ import pandas as pd
 
 from pneumo.report.entries import ReportEntry
 from pneumo.report.text import num
-from pneumo.shift import robustness_summary, summarise_threshold_rules
+from pneumo.shift import THRESHOLD_RULES_UNDER_SHIFT, robustness_summary, summarise_threshold_rules
 
 __all__: list[str] = []
-
-#: How the sections name the threshold rules (lower case: they sit inside sentences).
-RULE_NAMES = {
-    "youden": "Youden's J on validation",
-    "half": "a fixed 0.5",
-    "pooled_youden": "Youden's J on validation pooled over the shifts",
-    "worst_case": "the best balanced accuracy on the worst shift",
-}
 
 #: Short names of the rules, for the table and the figure legend.
 RULE_LABELS = {"youden": "Youden's J", "half": "fixed 0.5", "pooled_youden": "Youden's J, shifts pooled",
@@ -61,12 +53,12 @@ def _binary_robustness(entry: ReportEntry, threshold: float) -> dict[str, Any]:
         rule_text = (f"Youden's J on the unshifted validation films would put the cut at "
                      f"{num(youden['threshold'])}; on shifts it did not see, its balanced accuracy averages "
                      f"{num(youden['mean_balanced_accuracy'])} (worst {num(youden['worst_balanced_accuracy'])}). "
-                     f"The rule that holds best is {RULE_NAMES[rule]} (mean {num(chosen['mean_balanced_accuracy'])}, "
+                     f"The rule that holds best is {THRESHOLD_RULES_UNDER_SHIFT[rule]} (mean {num(chosen['mean_balanced_accuracy'])}, "
                      f"worst {num(chosen['worst_balanced_accuracy'])}), so it sets the threshold, "
                      f"at {num(threshold)}.")
     return {
         "threshold_rule": rule,
-        "threshold_rule_name": RULE_NAMES[rule],
+        "threshold_rule_name": THRESHOLD_RULES_UNDER_SHIFT[rule],
         "threshold_rule_label": RULE_LABELS[rule],
         "robustness_table": _shift_table(shifts, {"roc_auc": "ROC AUC", "accuracy": "Accuracy",
                                                   "sensitivity": "Sensitivity", "specificity": "Specificity"}),
