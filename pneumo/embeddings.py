@@ -11,7 +11,9 @@ The story of :func:`run_embeddings`:
 4. fit an openTSNE map on the *train* embeddings and place validation and test points into it
    with ``transform`` (no refit), and measure how well each space keeps the classes together
    (k-NN class agreement and silhouette, in the embedding and in the map);
-5. retrieve, for a few test images per class, their nearest training images ("similar cases").
+5. retrieve, for a few test images per class, their nearest training images ("similar cases");
+6. score each chosen k-NN on shifted copies of the validation images (:mod:`pneumo.shift`:
+   exposure, sharpness, framing, a black border), the training neighbours left as they are.
 
 Every result is one cache entry keyed by this config, the Task 1 entries it read and the code.
 """
@@ -34,6 +36,7 @@ from pneumo.device import configure_threads, pick_device
 from pneumo.metrics import binary_metrics, metrics_table, multiclass_metrics
 from pneumo.results import Entry, ResultCache
 from pneumo.runner import task_spec
+from pneumo.shift import SHIFTS, apply_shift, robustness_summary
 from pneumo.training import extract_features
 from pneumo.upstream import classifier_entries, entry_dataset, first_missing, load_classifier, upstream_keys
 
@@ -268,7 +271,8 @@ def run_embeddings(config: EmbeddingsConfig, *, compute: bool = True) -> Entry:
         if out is None:  # computed meanwhile by another process
             return entry
         with out.phase("features"):
-            features = _representations(config, networks, data_1a, device)
+            datasets = _datasets(config, networks, data_1a)
+            features = _representations(config, networks, datasets, device)
         table = data_1a.table
         split = table["split"].to_numpy()
         masks = {s: split == s for s in ("train", "val", "test")}
@@ -282,13 +286,17 @@ def run_embeddings(config: EmbeddingsConfig, *, compute: bool = True) -> Entry:
         with out.phase("gallery"):
             gallery = _gallery(config, chosen[("net_1b", "multiclass")], features["net_1b"], table, masks)
 
+        with out.phase("shift"):
+            shifts = _knns_under_shift(config, networks, datasets, chosen, masks["val"], device)
+
         out.json("params", {**config.to_dict(), **upstream_keys(networks)})
-        out.json("metrics", _headline(knn_table, grid_table, quality_table, data_1a))
+        out.json("metrics", _headline(knn_table, shifts, quality_table, data_1a))
         out.table("knn_grid", grid_table)
         out.table("knn_test_metrics", knn_table)
         out.table("head_test_metrics", _head_metrics(networks))
         out.table("knn_predictions", predictions)
         out.table("space_quality", quality_table)
+        out.table("knn_val_shifts", shifts)
         out.table("gallery", gallery)
         out.table("images", table[["relpath", "split", "label", "patient"]].reset_index(drop=True))
         out.arrays(**{f"features_{name}": value.astype(np.float16) for name, value in features.items()},
@@ -297,19 +305,48 @@ def run_embeddings(config: EmbeddingsConfig, *, compute: bool = True) -> Entry:
     return entry
 
 
-def _representations(config: EmbeddingsConfig, networks: dict[str, Entry], data_1a: XrayDataset,
-                     device: torch.device) -> dict[str, np.ndarray]:
-    """Every image's representations, one (N, D) float32 array each: both networks' and raw pixels."""
+def _datasets(config: EmbeddingsConfig, networks: dict[str, Entry], data_1a: XrayDataset) -> dict[str, XrayDataset]:
+    """Each network's data set (its own resolution), row-aligned: ``{"net_1a", "net_1b"}``."""
     data_1b = entry_dataset(networks["multiclass"], config.num_workers, data=config.data,
                             cache=config.cache)
     # Row i of every representation must be the same image.
     if not data_1b.table["relpath"].equals(data_1a.table["relpath"]):
         raise RuntimeError("the Task 1a and 1b data sets list different images")
+    return {"net_1a": data_1a, "net_1b": data_1b}
+
+
+def _representations(config: EmbeddingsConfig, networks: dict[str, Entry], datasets: dict[str, XrayDataset],
+                     device: torch.device) -> dict[str, np.ndarray]:
+    """Every image's representations, one (N, D) float32 array each: both networks' and raw pixels."""
     return {
-        "net_1a": network_features(networks["binary"], data_1a, device),
-        "net_1b": network_features(networks["multiclass"], data_1b, device),
-        "pixels": pixel_features(data_1a.images, config.pixel_size),
+        "net_1a": network_features(networks["binary"], datasets["net_1a"], device),
+        "net_1b": network_features(networks["multiclass"], datasets["net_1b"], device),
+        "pixels": pixel_features(datasets["net_1a"].images, config.pixel_size),
     }
+
+
+def _knns_under_shift(config: EmbeddingsConfig, networks: dict[str, Entry], datasets: dict[str, XrayDataset],
+                      chosen: dict, val_mask: np.ndarray, device: torch.device) -> pd.DataFrame:
+    """Each chosen k-NN on every shifted copy of the validation images (:data:`pneumo.shift.SHIFTS`).
+
+    Only the query images are shifted: the training neighbours stay as they were, as a film
+    from another machine would meet them. One row per (representation, question, shift):
+    ``group``, ``balanced_accuracy``, ``accuracy``, ``roc_auc``.
+    """
+    images = {name: data.images[val_mask] for name, data in datasets.items()}  # uint8 (N_val, H, W)
+    table = datasets["net_1a"].table
+    models = {"net_1a": load_classifier(networks["binary"], device)[0],
+              "net_1b": load_classifier(networks["multiclass"], device)[0]}
+    rows = []
+    for shift in SHIFTS:
+        shifted = {name: apply_shift(x, shift, seed=config.seed) for name, x in images.items()}
+        features = {name: extract_features(model, shifted[name], device=device) for name, model in models.items()}
+        features["pixels"] = pixel_features(shifted["net_1a"], config.pixel_size)
+        for (representation, question), knn in chosen.items():
+            y = _labels(table, question)[val_mask]
+            rows.append({"representation": representation, "question": question, "shift": shift.name,
+                         "group": shift.group, **_score(question, y, knn.predict_proba(features[representation]))})
+    return pd.DataFrame(rows)
 
 
 def _choose_and_test_knns(
@@ -440,7 +477,7 @@ def _head_metrics(networks: dict[str, Entry]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-def _headline(knn_table: pd.DataFrame, grid: pd.DataFrame, quality: pd.DataFrame, data: XrayDataset) -> dict:
+def _headline(knn_table: pd.DataFrame, shifts: pd.DataFrame, quality: pd.DataFrame, data: XrayDataset) -> dict:
     out: dict[str, Any] = {"data_synthetic": data.is_synthetic}
     for (representation, question), rows in knn_table.groupby(["representation", "question"], sort=False):
         values = rows.set_index("metric")["value"]
@@ -448,6 +485,11 @@ def _headline(knn_table: pd.DataFrame, grid: pd.DataFrame, quality: pd.DataFrame
         out[f"{prefix}_k"] = int(rows["k"].iloc[0])
         for metric in ("accuracy", "balanced_accuracy", "roc_auc"):
             out[f"{prefix}_test_{metric}"] = float(values[metric])
+        pair = shifts[(shifts["representation"] == representation) & (shifts["question"] == question)]
+        for metric in ("balanced_accuracy", "roc_auc"):
+            summary = robustness_summary(pair, metric)
+            out[f"{prefix}_val_shift_{metric}_mean"] = summary["mean"]
+            out[f"{prefix}_val_shift_{metric}_worst"] = summary["worst"]
     for row in quality.to_dict("records"):
         out[f"{row['representation']}_agreement_map"] = row["agreement_map"]
     return out

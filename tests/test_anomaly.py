@@ -6,10 +6,13 @@ import hashlib
 import sys
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
 from pneumo.anomaly import (
+    shift_summary,
+    shift_table,
     COMPARISONS,
     SCORES,
     AnomalyConfig,
@@ -19,6 +22,7 @@ from pneumo.anomaly import (
     gaussian_blur,
     latent_scores,
     normal_images,
+    rank_on_validation,
     reconstruction_scores,
     run_anomaly,
     shrink,
@@ -30,6 +34,7 @@ from pneumo.data import load_dataset, render_phantom
 from pneumo.imaging import equalize_histogram, normalise_intensity, stretch_contrast
 from pneumo.metrics import binary_metrics
 from pneumo.runner import run_task
+from pneumo.shift import SHIFTS
 
 from conftest import REPO_ROOT
 
@@ -128,6 +133,47 @@ def test_threshold_is_a_quantile_of_the_given_normals():
     assert threshold_from_normals(scores, 0.95) == pytest.approx(95.0)
 
 
+def _val_rows(n_normal: int = 40, n_sick: int = 40) -> pd.DataFrame:
+    labels = ["normal"] * n_normal + ["bacterial"] * n_sick
+    return pd.DataFrame({"label": labels, "binary": [int(label != "normal") for label in labels]})
+
+
+def test_shift_table_flags_a_score_that_moves_with_acquisition():
+    """A score whose normals rise under one shift loses specificity there (at the threshold of
+    the unshifted normals) and its ROC AUC; a score that ignores the shift keeps both."""
+    rows = _val_rows()
+    rng = np.random.default_rng(0)
+    y = rows["binary"].to_numpy()
+    base = y + 0.3 * rng.normal(size=len(y))
+    shifted = {shift.name: {"a/steady": base, "a/moving": base + (shift.kind == "gamma") * 2.0 * (y == 0)}
+               for shift in SHIFTS}
+    table = shift_table([("a", "steady"), ("a", "moving"), ("b", "missing")], shifted, rows, 0.95)
+    assert len(table) == 2 * len(SHIFTS) and set(table["variant"]) == {"a"}
+    gamma = table[table["shift"].str.contains("gamma")].set_index("score")
+    assert (gamma.loc["moving", "specificity"] < 0.2).all() and (gamma.loc["steady", "specificity"] >= 0.9).all()
+    summary = shift_summary(table).set_index("score")
+    assert summary.loc["moving", "val_shift_roc_auc_worst"] < summary.loc["steady", "val_shift_roc_auc_worst"]
+    assert "gamma" in summary.loc["moving", "val_shift_worst"]
+    assert summary.loc["steady", "val_shift_specificity_mean"] > summary.loc["moving", "val_shift_specificity_mean"]
+
+
+def test_selection_ranks_by_the_chosen_criterion():
+    """plain: validation ROC AUC; shift: its mean over the shifted copies (validation breaks ties)."""
+    rows = _val_rows()
+    y = rows["binary"].to_numpy()
+    val = {"a/x": y + (0.1 * np.arange(len(y))) % 1.0, "b/x": y * 0.3 + 0.5 * (np.arange(len(y)) % 3 == 0)}
+    pairs = [{"variant": "a", "score": "x"}, {"variant": "b", "score": "x"}, {"variant": "c", "score": "x"}]
+    summary = pd.DataFrame({"variant": ["a", "b"], "score": ["x", "x"], "val_shift_roc_auc_mean": [0.7, 0.9]})
+    plain = rank_on_validation(pairs, val, rows, summary, "plain")
+    shift = rank_on_validation(pairs, val, rows, summary, "shift")
+    assert plain["val_roc_auc"].iloc[0] > plain["val_roc_auc"].iloc[1]
+    assert list(plain["variant"]) == ["a", "b", "c"] and list(shift["variant"]) == ["b", "a", "c"]
+    with pytest.raises(ValueError, match="selection must be one of"):
+        rank_on_validation(pairs, val, rows, summary, "test")
+    with pytest.raises(ValueError, match="needs the shift summary"):
+        rank_on_validation(pairs, val, rows, None, "shift")
+
+
 def test_normal_images_keeps_only_normals(task_phantoms, task_cache):
     data = load_dataset(str(task_phantoms), resolution=64, cache_dir=task_cache, num_workers=1)
     images, rows = data.subset("train")
@@ -205,11 +251,20 @@ def test_choice_and_threshold_come_from_validation(anomaly_entry):
     variants = anomaly_entry.table("variants")
     scores = anomaly_entry.table("scores")
     column = f"{metrics['chosen_variant']}/{metrics['chosen_score']}"
-    # The chosen pair has the best validation ROC AUC, recomputed from the stored scores.
+    # Every pair was scored on every shifted copy of validation; the unshifted row is validation
+    # itself, recomputed from the stored scores.
     val = scores[scores["split"] == "val"]
     aucs = {f"{v}/{s}": binary_metrics(val["binary"], val[f"{v}/{s}"])["roc_auc"]
             for v, s in zip(variants["variant"], variants["score"]) if f"{v}/{s}" in val}
-    assert aucs[column] == pytest.approx(max(aucs.values()))
+    shifts = anomaly_entry.table("val_shifts")
+    assert len(shifts) == len(aucs) * len(SHIFTS)
+    clean = shifts[shifts["shift"] == "none"]
+    assert dict(zip(clean["variant"] + "/" + clean["score"], clean["roc_auc"])) == pytest.approx(aucs)
+    # The default selection: the pair with the best mean ROC AUC over the shifted copies.
+    assert metrics["selection"] == "shift"
+    means = shifts[shifts["shift"] != "none"].groupby(shifts["variant"] + "/" + shifts["score"])["roc_auc"].mean()
+    assert means[column] == pytest.approx(means.max())
+    assert metrics["val_shift_roc_auc_mean"] == pytest.approx(means.max())
     assert variants.iloc[0]["variant"] == metrics["chosen_variant"]
     # The threshold is the quantile of the VALIDATION normals' scores, not of any test scores.
     val_normals = val.loc[val["label"] == "normal", column].to_numpy()

@@ -8,6 +8,7 @@ import pytest
 from pneumo import embeddings
 from pneumo.embeddings import EmbeddingsConfig, ScaledKNN, class_agreement, pixel_features, run_embeddings, tsne_map
 from pneumo.runner import run_task
+from pneumo.shift import SHIFTS
 from pneumo.upstream import classifier_entries, load_classifier
 
 
@@ -84,6 +85,23 @@ def test_embeddings_task_shapes_and_learning(embeddings_entry, task_phantoms, ta
     gallery = entry.table("gallery")
     assert set(gallery.loc[gallery["rank"] == 0, "relpath"]) <= set(images.loc[images["split"] == "test", "relpath"])
     assert set(gallery.loc[gallery["rank"] > 0, "relpath"]) <= set(images.loc[images["split"] == "train", "relpath"])
+
+
+def test_knns_under_shift(embeddings_entry):
+    """Every chosen k-NN is scored on every shifted copy of validation; the unshifted row is the
+    validation figure that chose it, and the headline summarises the shifted rows."""
+    shifts = embeddings_entry.table("knn_val_shifts")
+    assert len(shifts) == len(embeddings.KNN_PAIRS) * len(SHIFTS)
+    grid = embeddings_entry.table("knn_grid")
+    m = embeddings_entry.metrics
+    for representation, question in embeddings.KNN_PAIRS:
+        pair = shifts[(shifts["representation"] == representation) & (shifts["question"] == question)]
+        chosen = grid[(grid["representation"] == representation) & (grid["question"] == question)].iloc[0]
+        clean = pair[pair["shift"] == "none"].iloc[0]
+        assert clean["balanced_accuracy"] == pytest.approx(chosen["val_balanced_accuracy"])
+        shifted = pair[pair["shift"] != "none"]["balanced_accuracy"]
+        prefix = f"{representation}_{question}_val_shift_balanced_accuracy"
+        assert m[f"{prefix}_mean"] == pytest.approx(shifted.mean()) and m[f"{prefix}_worst"] == pytest.approx(shifted.min())
 
 
 def test_embeddings_cache_hit_and_key(embeddings_entry, task_phantoms, task_cache):

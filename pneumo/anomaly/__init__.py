@@ -9,6 +9,7 @@ runs the task; the other modules have one job each:
 * :mod:`~pneumo.anomaly.scores`: the six anomaly scores and the threshold;
 * :mod:`~pneumo.anomaly.comparator`: torchxrayvision's pre-trained autoencoder (offline);
 * :mod:`~pneumo.anomaly.variants`: the variants trained and their settings;
+* :mod:`~pneumo.anomaly.robustness`: every pair on shifted validation films;
 * :mod:`~pneumo.anomaly.evaluation`: the choice on validation, the test metrics.
 
 The network itself is :class:`pneumo.models.ConvAutoencoder`, re-exported here.
@@ -23,9 +24,17 @@ from pneumo.anomaly.comparator import (
     xrv_autoencoder_path,
     xrv_mse_scores,
 )
-from pneumo.anomaly.config import COMPARISONS, LATENT_SCORES, RECONSTRUCTION_SCORES, SCORES, AnomalyConfig
+from pneumo.anomaly.config import (
+    COMPARISONS,
+    LATENT_SCORES,
+    RECONSTRUCTION_SCORES,
+    SCORES,
+    SELECTION_CRITERIA,
+    AnomalyConfig,
+)
 from pneumo.anomaly.data import corrupt, normal_images, shrink
 from pneumo.anomaly.evaluation import add_test_columns, comparison_metrics, headline_metrics, rank_on_validation
+from pneumo.anomaly.robustness import shift_summary, shift_table, shifted_images
 from pneumo.anomaly.scores import (
     encode_and_score,
     latent_scores,
@@ -46,6 +55,7 @@ __all__ = [
     "LATENT_SCORES",
     "RECONSTRUCTION_SCORES",
     "SCORES",
+    "SELECTION_CRITERIA",
     "XRV_AE_WEIGHTS",
     "XRV_RESOLUTION",
     "XRV_SCALE",
@@ -66,6 +76,9 @@ __all__ = [
     "rank_on_validation",
     "reconstruction_scores",
     "run_anomaly",
+    "shift_summary",
+    "shift_table",
+    "shifted_images",
     "shrink",
     "ssim_map",
     "threshold_from_normals",

@@ -16,6 +16,10 @@ SCORES = RECONSTRUCTION_SCORES + LATENT_SCORES
 #: The comparisons reported on test: name -> labels that count as positive (vs normal).
 COMPARISONS = {"pneumonia": ("bacterial", "viral"), "bacterial": ("bacterial",), "viral": ("viral",)}
 
+#: How a (variant, score) pair can be chosen on validation (``AnomalyConfig.selection``): name ->
+#: the column of :func:`~pneumo.anomaly.evaluation.rank_on_validation`'s table it ranks by.
+SELECTION_CRITERIA = {"shift": "val_shift_roc_auc_mean", "plain": "val_roc_auc"}
+
 
 @dataclasses.dataclass(frozen=True)
 class AnomalyConfig(TaskConfig):
@@ -45,6 +49,10 @@ class AnomalyConfig(TaskConfig):
     weight_decay: float = param(1e-5, "AdamW weight decay", interval="[0, inf)")
     patience: int = param(5, "epochs without validation-loss improvement before stopping",
                           interval="[0, inf)")
+    selection: str = param("shift", "choose the (autoencoder, score) pair by its mean validation ROC AUC "
+                           "over the shifted copies of the validation films (shift: a normal film with "
+                           "another exposure or framing must not become an anomaly), or on validation "
+                           "as it is (plain)", choices=tuple(SELECTION_CRITERIA))
     knn_k: int = param(5, "neighbours of the latent k-NN score", interval="[1, inf)")
     threshold_quantile: float = param(0.95, "decision threshold: this quantile of the validation normals' scores",
                                       interval="(0, 1)")

@@ -1,7 +1,8 @@
 """Choosing on validation and measuring on test: rankings, test metrics with CIs, the headline figures.
 
-The (variant, score) pair is chosen by validation ROC AUC alone (:func:`rank_on_validation`);
-test figures of the other pairs are added for reference only (:func:`add_test_columns`).
+The (variant, score) pair is chosen on validation alone (:func:`rank_on_validation`): by its
+ROC AUC, or by its mean ROC AUC over shifted copies of the validation films; test figures of
+the other pairs are added for reference only (:func:`add_test_columns`).
 """
 
 from __future__ import annotations
@@ -12,15 +13,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pneumo.anomaly.config import COMPARISONS, AnomalyConfig
+from pneumo.anomaly.config import COMPARISONS, SELECTION_CRITERIA, AnomalyConfig
 from pneumo.anomaly.variants import variant_column
 from pneumo.data import XrayDataset
 from pneumo.metrics import binary_metrics, metrics_table
 
 
 def rank_on_validation(variant_rows: list[dict], val_columns: dict[str, np.ndarray],
-                       val_rows: pd.DataFrame) -> pd.DataFrame:
-    """Validation ROC / PR AUC of normal vs pneumonia per (variant, score); best first.
+                       val_rows: pd.DataFrame, shifts: pd.DataFrame | None = None,
+                       selection: str = "plain") -> pd.DataFrame:
+    """Validation figures of normal vs pneumonia per (variant, score); the chosen pair first.
 
     Parameters
     ----------
@@ -30,13 +32,21 @@ def rank_on_validation(variant_rows: list[dict], val_columns: dict[str, np.ndarr
         :func:`~pneumo.anomaly.variants.variant_column` -> (N_val,) validation scores.
     val_rows
         The validation images' rows (``binary``).
+    shifts
+        :func:`~pneumo.anomaly.robustness.shift_summary` of the pairs, or None.
+    selection
+        A key of :data:`~pneumo.anomaly.config.SELECTION_CRITERIA`: ``"plain"`` ranks by
+        validation ROC AUC, ``"shift"`` by its mean over the shifted copies of validation.
 
     Returns
     -------
     pandas.DataFrame
-        ``variant_rows`` with ``val_roc_auc`` and ``val_pr_auc``, sorted by them (stable);
-        pairs without scores (skipped comparators) last.
+        ``variant_rows`` with ``val_roc_auc``, ``val_pr_auc`` and the ``shifts`` columns,
+        sorted by the criterion, then validation ROC and PR AUC (stable); pairs the criterion
+        cannot rank (skipped comparators) last.
     """
+    if selection not in SELECTION_CRITERIA:
+        raise ValueError(f"selection must be one of {list(SELECTION_CRITERIA)}, got {selection!r}")
     y = val_rows["binary"].to_numpy()
     table = pd.DataFrame(variant_rows)
     for metric in ("val_roc_auc", "val_pr_auc"):
@@ -46,8 +56,13 @@ def rank_on_validation(variant_rows: list[dict], val_columns: dict[str, np.ndarr
         if column in val_columns:
             m = binary_metrics(y, val_columns[column])
             table.loc[i, ["val_roc_auc", "val_pr_auc"]] = m["roc_auc"], m["pr_auc"]
-    ok = table["val_roc_auc"].notna()
-    ranked = table[ok].sort_values(["val_roc_auc", "val_pr_auc"], ascending=False, kind="mergesort")
+    if shifts is not None:
+        table = table.merge(shifts, on=["variant", "score"], how="left")
+    elif selection != "plain":
+        raise ValueError(f"selection {selection!r} needs the shift summary of the pairs")
+    keys = list(dict.fromkeys([SELECTION_CRITERIA[selection], "val_roc_auc", "val_pr_auc"]))
+    ok = table[keys[0]].notna()
+    ranked = table[ok].sort_values(keys, ascending=False, kind="mergesort")
     return pd.concat([ranked, table[~ok]], ignore_index=True)
 
 
@@ -144,13 +159,18 @@ def headline_metrics(config: AnomalyConfig, chosen: pd.Series, threshold: float,
     Returns
     -------
     dict
-        JSON-ready figures; test metrics named ``test_<metric>`` for all pneumonia and
-        ``test_<metric>_<comparison>`` otherwise (non-finite values left out).
+        JSON-ready figures: the chosen pair, how it was chosen (``selection``) and its
+        validation figures, plain and under shift (``val_shift_*``); test metrics named
+        ``test_<metric>`` for all pneumonia and ``test_<metric>_<comparison>`` otherwise
+        (non-finite values left out).
     """
     t = test_table.set_index(["comparison", "metric"])["value"]
     summary = {
         "chosen_variant": chosen["variant"], "chosen_score": chosen["score"],
+        "selection": config.selection,
         "val_roc_auc": float(chosen["val_roc_auc"]), "val_pr_auc": float(chosen["val_pr_auc"]),
+        **{k: (str(v) if isinstance(v, str) else float(v)) for k, v in chosen.items()
+           if k.startswith("val_shift_") and not pd.isna(v)},
         "threshold": threshold, "threshold_quantile": config.threshold_quantile,
         "data_synthetic": bool(data.is_synthetic), "train_images": int(len(train_rows)),
         "val_images": int(len(rows["val"])), "val_normal_images": int((rows["val"]["label"] == "normal").sum()),

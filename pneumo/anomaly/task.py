@@ -12,11 +12,15 @@ The story of :func:`run_anomaly`:
    reconstruction (pixel MSE, SSIM, blurred residual) and three that do not reconstruct at
    all (k-NN and Mahalanobis distance to the training normals in the latent space, and the
    Mahalanobis distance of pooled encoder feature maps);
-4. choose the (variant, score) pair by *validation* ROC AUC of normal vs pneumonia, and its
-   threshold as a high percentile of the *validation normals'* scores;
-5. touch *test* once with that choice: ROC AUC, PR AUC, sensitivity and specificity, with
+4. score the validation images again under every acquisition shift of :mod:`pneumo.shift`
+   (exposure, sharpness, framing, a black border), so that a pair whose normal films turn
+   into anomalies on another machine shows it (:mod:`~pneumo.anomaly.robustness`);
+5. choose the (variant, score) pair on *validation*: by its mean ROC AUC of normal vs pneumonia
+   over the shifted copies (``selection="shift"``, the default) or by its plain ROC AUC, and
+   its threshold as a high percentile of the *validation normals'* scores;
+6. touch *test* once with that choice: ROC AUC, PR AUC, sensitivity and specificity, with
    patient-bootstrap CIs, against all pneumonia and separately against bacterial and viral;
-6. publish everything as one cache entry.
+7. publish everything as one cache entry.
 
 Pneumonia images are never seen in training: :func:`normal_images` is the only way images
 reach :func:`train_autoencoder` here, and it refuses anything that is not normal.
@@ -26,7 +30,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -36,6 +40,7 @@ from pneumo.anomaly.comparator import XRV_AE_WEIGHTS, XRVAutoencoderUnavailable,
 from pneumo.anomaly.config import SCORES, AnomalyConfig
 from pneumo.anomaly.data import normal_images, shrink
 from pneumo.anomaly.evaluation import add_test_columns, comparison_metrics, headline_metrics, rank_on_validation
+from pneumo.anomaly.robustness import shift_summary, shift_table, shifted_images
 from pneumo.anomaly.scores import encode_and_score, latent_scores, threshold_from_normals
 from pneumo.anomaly.train import train_autoencoder
 from pneumo.anomaly.variants import ae_variants, variant_column, variant_settings
@@ -93,12 +98,14 @@ class _Inputs(NamedTuple):
     rows: dict[str, pd.DataFrame]  # split -> rows
     autoencoders: list[tuple[str, dict[str, Any]]]  # (variant, settings)
     inputs: dict[str, dict[str, np.ndarray]]  # intensity mode -> split -> uint8 (N, s, s)
+    val_shifted: dict[str, np.ndarray]  # shift name -> uint8 (N_val, s, s), before normalisation
 
 
 class _Trained(NamedTuple):
     """What training and scoring every variant produced."""
 
     columns: dict[str, dict[str, np.ndarray]]  # "val" / "test" -> column -> scores
+    shifted_columns: dict[str, dict[str, np.ndarray]]  # shift name -> column -> validation scores
     variant_rows: list[dict[str, Any]]  # one per (variant, score)
     histories: list[pd.DataFrame]
     models: dict[str, tuple[ConvAutoencoder, dict[str, Any]]]  # variant -> (model, settings)
@@ -112,19 +119,23 @@ def _compute(config: AnomalyConfig, data: XrayDataset, cache: ResultCache, key: 
         prepared = _prepare(config, data)
     rows = prepared.rows
     trained = _train_and_score_all(config, prepared, cache, key, device, out)
-    xrv_status = _xrv_comparator(config, prepared.split, trained.columns, trained.variant_rows, device, out)
+    xrv_status = _xrv_comparator(config, prepared.split, trained, device, out)
 
     with out.phase("select"):
-        variants = rank_on_validation(trained.variant_rows, trained.columns["val"], rows["val"])
+        pairs = [(row["variant"], row["score"]) for row in trained.variant_rows]
+        shifts = shift_table(pairs, trained.shifted_columns, rows["val"], config.threshold_quantile)
+        variants = rank_on_validation(trained.variant_rows, trained.columns["val"], rows["val"],
+                                      shift_summary(shifts), config.selection)
     chosen = variants.iloc[0]
     column = variant_column(chosen["variant"], chosen["score"])
-    log.info("anomaly: validation chooses %s", column)
+    log.info("anomaly: validation chooses %s (selection %s)", column, config.selection)
     with out.phase("test"):
         val_normal = trained.columns["val"][column][(rows["val"]["label"] == "normal").to_numpy()]
         threshold = threshold_from_normals(val_normal, config.threshold_quantile)
         test_table = comparison_metrics(config, trained.columns["test"][column], rows["test"], threshold)
         variants = add_test_columns(config, variants, trained.columns["test"], rows["test"])
-    _publish(config, data, prepared, trained, variants, chosen, threshold, test_table, xrv_status, device, out)
+    _publish(config, data, prepared, trained, variants, shifts, chosen, threshold, test_table, xrv_status,
+             device, out)
 
 
 def _prepare(config: AnomalyConfig, data: XrayDataset) -> _Inputs:
@@ -136,7 +147,9 @@ def _prepare(config: AnomalyConfig, data: XrayDataset) -> _Inputs:
     # The autoencoders' inputs, per intensity normalisation: {mode: {split: uint8 (N, s, s)}}.
     inputs = {mode: {s: normalise_intensity(x, mode) for s, x in shrunk.items()}
               for mode in dict.fromkeys(settings["intensity"] for _, settings in autoencoders)}
-    return _Inputs(split, rows, autoencoders, inputs)
+    # Shifts act on the shrunk pixels, before each autoencoder's own normalisation.
+    val_shifted = {name: x for name, x in shifted_images(shrunk["val"], seed=config.seed).items() if name != "none"}
+    return _Inputs(split, rows, autoencoders, inputs, val_shifted)
 
 
 def _train_and_score_all(config: AnomalyConfig, prepared: _Inputs, cache: ResultCache, key: str,
@@ -144,6 +157,8 @@ def _train_and_score_all(config: AnomalyConfig, prepared: _Inputs, cache: Result
     """Train every variant on the normal train images, then score validation and test with it."""
     rows, autoencoders = prepared.rows, prepared.autoencoders
     columns: dict[str, dict[str, np.ndarray]] = {"val": {}, "test": {}}
+    # The unshifted row of the benchmark is validation itself (the same dict, filled once).
+    shifted_columns = {"none": columns["val"], **{name: {} for name in prepared.val_shifted}}
     variant_rows, histories, models = [], [], {}
     for number, (name, settings) in enumerate(autoencoders, 1):
         log.info("anomaly: autoencoder %d of %d, %s (%d epochs)", number, len(autoencoders), name,
@@ -159,10 +174,15 @@ def _train_and_score_all(config: AnomalyConfig, prepared: _Inputs, cache: Result
         model.load_state_dict(result.best_state)
         models[name] = (model, settings)
         histories.append(result.history.assign(variant=name))
+        scorer = _scorer(config, model, train_x, device)
         with out.phase("score"):
-            _score_variant(config, name, model, train_x, small, columns, device)
+            for s in ("val", "test"):
+                _store(columns[s], name, scorer(small[s]))
+        with out.phase("shift"):
+            for shift, images in prepared.val_shifted.items():
+                _store(shifted_columns[shift], name, scorer(normalise_intensity(images, settings["intensity"])))
         variant_rows += _variant_rows(name, settings, result, model)
-    return _Trained(columns, variant_rows, histories, models, train_rows)
+    return _Trained(columns, shifted_columns, variant_rows, histories, models, train_rows)
 
 
 def _train(model: ConvAutoencoder, settings: dict[str, Any], train_x: np.ndarray, val_normal_x: np.ndarray,
@@ -176,17 +196,26 @@ def _train(model: ConvAutoencoder, settings: dict[str, Any], train_x: np.ndarray
         seed=seed)
 
 
-def _score_variant(config: AnomalyConfig, name: str, model: ConvAutoencoder, train_x: np.ndarray,
-                   small: dict[str, np.ndarray], columns: dict[str, dict[str, np.ndarray]],
-                   device: torch.device) -> None:
-    """Every score of one trained variant on validation and test, into ``columns``."""
+def _scorer(config: AnomalyConfig, model: ConvAutoencoder, train_x: np.ndarray,
+            device: torch.device) -> Callable[[np.ndarray], dict[str, np.ndarray]]:
+    """The six scores of one trained variant, as a function of normalised uint8 (N, s, s) images.
+
+    The latent and feature scores measure distances to the training normals, encoded once here.
+    """
     train_z, train_f, _ = encode_and_score(model, train_x, device=device)
-    for s in ("val", "test"):
-        z, f, rec = encode_and_score(model, small[s], device=device)
-        values = {**rec, **latent_scores(train_z, z, k=config.knn_k),
-                  "features": latent_scores(train_f, f, k=config.knn_k)["mahalanobis"]}
-        for score in SCORES:
-            columns[s][variant_column(name, score)] = values[score]
+
+    def scores(images: np.ndarray) -> dict[str, np.ndarray]:
+        z, f, rec = encode_and_score(model, images, device=device)
+        return {**rec, **latent_scores(train_z, z, k=config.knn_k),
+                "features": latent_scores(train_f, f, k=config.knn_k)["mahalanobis"]}
+
+    return scores
+
+
+def _store(columns: dict[str, np.ndarray], name: str, values: dict[str, np.ndarray]) -> None:
+    """One variant's ``{score: (N,) values}`` into a ``{column: values}`` dict."""
+    for score in SCORES:
+        columns[variant_column(name, score)] = values[score]
 
 
 def _variant_rows(name: str, settings: dict[str, Any], result: TrainResult,
@@ -203,7 +232,7 @@ def _variant_rows(name: str, settings: dict[str, Any], result: TrainResult,
 
 
 def _publish(config: AnomalyConfig, data: XrayDataset, prepared: _Inputs, trained: _Trained,
-             variants: pd.DataFrame, chosen: pd.Series, threshold: float, test_table: pd.DataFrame,
+             variants: pd.DataFrame, shifts: pd.DataFrame, chosen: pd.Series, threshold: float, test_table: pd.DataFrame,
              xrv_status: str, device: torch.device, out) -> None:
     """Write the entry's metrics, tables, example arrays and the chosen model."""
     rows, histories, train_rows = prepared.rows, trained.histories, trained.train_rows
@@ -219,6 +248,7 @@ def _publish(config: AnomalyConfig, data: XrayDataset, prepared: _Inputs, traine
     out.json("data_summary", data.summary())
     out.table("variants", variants)
     out.table("test_metrics", test_table)
+    out.table("val_shifts", shifts)
     out.table("history", pd.concat(histories, ignore_index=True), top=True)
     out.table("scores", _score_frame(rows, trained.columns))
     out.table("training_images", train_rows[["relpath", "patient", "label", "split"]])
@@ -228,8 +258,10 @@ def _publish(config: AnomalyConfig, data: XrayDataset, prepared: _Inputs, traine
                                    "threshold": threshold})
 
 
-def _xrv_comparator(config, split, columns, variant_rows, device, out) -> str:
-    """Score val/test with torchxrayvision's autoencoder when its weights are cached."""
+def _xrv_comparator(config: AnomalyConfig, split, trained: _Trained, device: torch.device, out) -> str:
+    """Score val/test, and val under every shift, with torchxrayvision's autoencoder when its
+    weights are cached."""
+    columns, variant_rows = trained.columns, trained.variant_rows
     if not config.comparators:
         return "not requested"
     try:
@@ -241,8 +273,13 @@ def _xrv_comparator(config, split, columns, variant_rows, device, out) -> str:
         return f"skipped: {error}"
     with out.phase("xrv"):
         start = time.perf_counter()
+        column = variant_column(f"xrv-ae-{XRV_AE_WEIGHTS}", "mse")
         for s in ("val", "test"):
-            columns[s][variant_column(f"xrv-ae-{XRV_AE_WEIGHTS}", "mse")] = xrv_mse_scores(ae, split[s][0], device=device)
+            columns[s][column] = xrv_mse_scores(ae, split[s][0], device=device)
+        # Its own input size: the shifts act on the decoded images (they are relative to the side).
+        for shift, images in shifted_images(split["val"][0], seed=config.seed).items():
+            if shift != "none":
+                trained.shifted_columns[shift][column] = xrv_mse_scores(ae, images, device=device)
     variant_rows.append({"variant": f"xrv-ae-{XRV_AE_WEIGHTS}", "score": "mse", "status": "pre-trained",
                          "train_seconds": 0.0, "parameters": count_parameters(ae),
                          "score_seconds": time.perf_counter() - start})
