@@ -140,7 +140,7 @@ def test_command_line_computes_and_explains_quarto(report_env, executed, monkeyp
 def test_includes_resolve_and_cover_every_section_file(document):
     included = {p.name for p in document.includes}
     assert {"_intro.qmd", "_binary.qmd", "_multiclass.qmd", "_embeddings.qmd", "_anomaly.qmd",
-            "_explain.qmd", "_appendix.qmd"} <= included
+            "_explain.qmd", "_generalisation.qmd", "_appendix.qmd"} <= included
     orphans = {p.name for p in REPORT_DIR.glob("_*.qmd")} - included
     assert not orphans, f"section files not included by index.qmd: {orphans}"
 

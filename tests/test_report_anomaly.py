@@ -18,6 +18,9 @@ from pneumo.report.anomaly import (
     best_autoencoder_per_score,
     best_score_per_autoencoder,
     choice_sentence,
+    selection_sentence,
+    shift_comparison_table,
+    shift_specificity_sentence,
     chosen_test_table,
     epoch_sentence,
     family_sentence,
@@ -56,7 +59,7 @@ def pairs(rows) -> pd.DataFrame:
 def alt() -> pd.DataFrame:
     return _alternatives(pairs([("masked", "features", 0.80), ("baseline", "ssim", 0.78),
                                 ("baseline", "mse", 0.70), ("masked", "mse", 0.60),
-                                ("baseline", "features", 0.65), ("masked", "ssim", 0.55)]))
+                                ("baseline", "features", 0.65), ("masked", "ssim", 0.55)]), "plain")
 
 
 # -- names from the task module --------------------------------------------------------------------
@@ -104,7 +107,7 @@ def test_intensity_sentences():
                       ("intensity=none", "mse", 0.6), ("latent=64", "mse", 0.9)])
     variants["intensity"] = ["stretch", "equalize", "none", "equalize"]
     variants.loc[3, "latent"] = 64  # another design: not "the same autoencoder"
-    by = _best_per_intensity(_alternatives(variants), latent=16)
+    by = _best_per_intensity(_alternatives(variants, "plain"), latent=16)
     assert list(by.index) == ["stretch", "equalize", "none"]
     assert intensity_sentence(by) == ("On validation the same autoencoder reaches a best ROC AUC of 0.800 on stretched "
                                       "grey levels (encoder-feature Mahalanobis), 0.700 on equalised grey levels "
@@ -138,10 +141,43 @@ def test_alternatives_and_their_short_versions(alt):
 
 
 def test_choice_sentence_against_the_standard_error(alt):
-    close = choice_sentence(alt, se=0.05)
+    close = choice_sentence(alt, 0.05, "plain")
     assert close.startswith("The runner-up, baseline with the 1 - SSIM score, is 0.020 behind, within")
-    assert choice_sentence(alt, se=0.01).endswith("behind, more than that standard error.")
-    assert choice_sentence(alt.iloc[:1], se=0.05) == "There was no other pair to compare with."
+    assert choice_sentence(alt, 0.01, "plain").endswith("behind, more than that standard error.")
+    assert choice_sentence(alt.iloc[:1], 0.05, "plain") == "There was no other pair to compare with."
+
+
+def _under_shift(variants: pd.DataFrame, means: list[float]) -> pd.DataFrame:
+    """``variants`` with shift-benchmark columns: the given means, worst = mean - 0.1."""
+    return variants.assign(val_shift_roc_auc_mean=means, val_shift_roc_auc_worst=np.array(means) - 0.1,
+                           val_shift_worst="border masked (8% frame)", val_shift_specificity_mean=0.8,
+                           val_shift_specificity_worst=0.5)
+
+
+def test_choosing_under_shift_ranks_and_tells_what_it_changed():
+    variants = _under_shift(pairs([("baseline", "mse", 0.9), ("masked", "features", 0.8)]), [0.6, 0.75])
+    alt = _alternatives(variants, "shift")
+    assert list(alt["variant"]) == ["masked", "baseline"]  # the shift criterion, not validation
+    assert "0.150 behind on the mean ROC AUC under shift" in choice_sentence(alt, 0.01, "shift")
+    text = selection_sentence(alt, "shift")
+    assert text.startswith("Under shift the chosen pair keeps a mean ROC AUC of 0.750, 0.650 on its worst shift")
+    assert "Plain validation ROC AUC would have chosen baseline with the pixel MSE score (0.900 against 0.800)" in text
+    assert text.endswith("falls to 0.600 on average under shift and to 0.500 on its worst (border masked (8% frame)).")
+    same = _alternatives(_under_shift(variants, [0.8, 0.7]), "shift")
+    assert selection_sentence(same, "shift").endswith("Plain validation ROC AUC would have chosen the same pair.")
+    assert selection_sentence(alt, "plain") == "The shift benchmark was not part of this run's choice."
+    spec = shift_specificity_sentence(alt.iloc[0], 0.95)
+    assert "to keep 95% of them" in spec and "80.0% of normal films on average" in spec and "50.0%" in spec
+
+    shifts = pd.DataFrame([(v, sc, sh, 0.7, 0.9) for v, sc in (("baseline", "mse"), ("masked", "features"))
+                           for sh in ("none", "darker (gamma 1.5)")],
+                          columns=["variant", "score", "shift", "roc_auc", "specificity"])
+    shifts.loc[shifts["variant"] == "masked", "roc_auc"] = [0.8, 0.75]
+    table = shift_comparison_table(shifts, alt)
+    assert list(table.columns) == ["Shift", "ROC AUC, chosen", "Normals kept, chosen", "ROC AUC, best plain",
+                                   "Normals kept, best plain"]
+    assert list(table["ROC AUC, chosen"]) == [0.8, 0.75] and list(table["Shift"]) == ["none", "darker (gamma 1.5)"]
+    assert list(shift_comparison_table(shifts, same).columns) == ["Shift", "ROC AUC, chosen", "Normals kept, chosen"]
 
 
 def test_family_sentence(alt):
@@ -157,7 +193,7 @@ def test_mse_sentence_is_markdown_with_its_reference(alt):
     assert isinstance(pays, Markdown) and "pays off" in pays.data and "0.800 against 0.700" in pays.data
     assert pays.data.endswith("(@tbl-anomaly-alternatives).")
     best_mse = alt.assign(val_roc_auc=np.where(alt["score"] == "mse", 0.9, alt["val_roc_auc"]))
-    assert mse_sentence(_alternatives(best_mse)).data == (
+    assert mse_sentence(_alternatives(best_mse, "plain")).data == (
         "Looking beyond the pixel MSE does not pay off on validation: no other score beats the best pixel MSE "
         "(0.900; @tbl-anomaly-alternatives).")
     assert mse_sentence(alt[alt["score"] != "mse"]).data == ""
@@ -211,7 +247,8 @@ train_seconds score_seconds bootstrap test_seconds best_fit training_table histo
 val_roc_auc choice_text best_score_family best_variant_mean family_text alternatives_table scores ae_names
 score_keys chosen_column extra test_images test_patients auc spec_text n_examples test_table threshold
 hist_xlabel example_input example_reconstruction example_residual example_labels example_scores target_text
-kind_text sup_text norm_discussion mse_text n_alternatives n_val se epoch_text where""".split()
+kind_text sup_text norm_discussion mse_text n_alternatives n_val se epoch_text where selection_name n_shifts
+selection_text shift_table shift_spec_text""".split()
 
 
 @pytest.mark.slow

@@ -44,6 +44,33 @@ def test_network_of_each_question():
 
 
 # -- tables ----------------------------------------------------------------------------------------
+def _shift_rows(values: dict[str, float], **columns) -> pd.DataFrame:
+    """A shift-benchmark table: one row per shift with its balanced accuracy."""
+    return pd.DataFrame([{**columns, "shift": name, "balanced_accuracy": v} for name, v in values.items()])
+
+
+def test_shift_table_and_sentence_put_heads_and_knns_side_by_side():
+    steady = {"none": 0.9, "darker": 0.88, "border": 0.86}
+    fragile = {"none": 0.92, "darker": 0.7, "border": 0.5}
+    knn = pd.concat([_shift_rows(steady if r != "pixels" else fragile, representation=r, question=q)
+                     for r, q in KNN_PAIRS], ignore_index=True)
+    heads = {"binary": _shift_rows(fragile), "multiclass": _shift_rows(steady)}
+    table = rep._shift_table(knn, heads)
+    assert list(table.columns) == ["Question", "Classifier", "Validation", "Mean under shift", "Worst shift",
+                                   "Worst of the shifts"]
+    assert list(table["Classifier"][:3]) == ["CNN head (Task 1a)", "k-NN, network embedding", "k-NN, raw pixels"]
+    first = table.iloc[0]
+    assert (first["Validation"], first["Mean under shift"], first["Worst shift"]) == pytest.approx((0.92, 0.6, 0.5))
+    assert first["Worst of the shifts"] == "border"
+    text = rep._shift_text(table)
+    assert text.startswith("On the shifted validation films, on normal / pneumonia the k-NN on the embedding keeps "
+                           "a mean balanced accuracy of 0.870 under shift and 0.860 on its worst shift (border), so "
+                           "it holds up better than the head (0.600 and 0.500)")
+    assert text.endswith("on three classes the k-NN on the embedding keeps a mean balanced accuracy of 0.870 under "
+                         "shift and 0.860 on its worst shift (border), so it holds up as well as the head (0.870 "
+                         "and 0.860).")
+
+
 def test_choice_table_takes_the_first_grid_row_of_each_pair():
     grid = pd.DataFrame([
         {"representation": r, "question": q, "k": k, "distance": d, "scaling": s,

@@ -13,7 +13,7 @@ tables
     Markdown pipe tables (:func:`md_table`) and the display frames they show.
 entries
     The cache entries (:func:`task_entry`) and the images they were computed on.
-intro, classification, embeddings, anomaly, explain
+intro, classification, embeddings, anomaly, explain, generalisation
     One section function each (``intro_section``, ``binary_section``, ...).
     ``classification`` (Tasks 1a and 1b) and ``explain`` are packages: ``builder`` holds
     their section functions, and one module each part of the section (the grid, the test
@@ -65,6 +65,7 @@ _SECTIONS = {
     "multiclass_section": "pneumo.report.classification.builder",
     "embeddings_section": "pneumo.report.embeddings",
     "anomaly_section": "pneumo.report.anomaly",
+    "generalisation_section": "pneumo.report.generalisation",
     "explain_section": "pneumo.report.explain.builder",
 }
 

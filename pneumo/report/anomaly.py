@@ -23,6 +23,7 @@ from pneumo.anomaly import (
     LATENT_SCORES,
     RECONSTRUCTION_SCORES,
     SCORES,
+    SELECTION_CRITERIA,
     AnomalyConfig,
     _column,
     ae_variants,
@@ -38,7 +39,8 @@ __all__ = [
     "anomaly_section", "anomaly_config", "latent_sizes", "score_name", "score_column",
     "intensity_description", "intensity_sentence", "normalisation_sentence", "xrv_sentence",
     "training_table", "alternatives_table", "best_score_per_autoencoder", "best_autoencoder_per_score",
-    "choice_sentence", "family_sentence", "mse_sentence", "chosen_test_table", "target_sentence",
+    "choice_sentence", "selection_sentence", "shift_comparison_table", "shift_specificity_sentence",
+    "family_sentence", "mse_sentence", "chosen_test_table", "target_sentence",
     "specificity_sentence", "kind_sentence", "supervised_sentence", "epoch_sentence",
 ]
 
@@ -70,6 +72,11 @@ TEST_METRICS = {
 }
 
 _TEST_AUC_COLUMN = "Test ROC AUC [95% CI] (not used to choose)"
+_SHIFT_AUC_COLUMN = "Mean ROC AUC under shift"
+
+#: How the prose names each selection criterion (``AnomalyConfig.selection``).
+SELECTION_NAMES = {"shift": "its mean validation ROC AUC over the shifted copies of the validation films",
+                   "plain": "its validation ROC AUC"}
 
 
 # -- names -----------------------------------------------------------------------------------------
@@ -196,20 +203,29 @@ def epoch_sentence(fits: pd.DataFrame, epochs: int):
 
 
 # -- choosing on validation ------------------------------------------------------------------------
-def _alternatives(variants: pd.DataFrame) -> pd.DataFrame:
-    """Every scored pair (skipped comparators dropped), best validation ROC AUC first."""
+def _alternatives(variants: pd.DataFrame, selection: str) -> pd.DataFrame:
+    """Every scored pair (skipped comparators dropped), ranked by the entry's selection criterion."""
     alt = variants[~variants["status"].astype(str).str.startswith("skipped")]
+    keys = [k for k in dict.fromkeys((SELECTION_CRITERIA[selection], "val_roc_auc")) if k in alt]
     # The task ranks them already; a stable sort keeps its order (and its choice) on ties.
-    return alt.sort_values("val_roc_auc", ascending=False, kind="mergesort", na_position="last").reset_index(drop=True)
+    return alt.sort_values(keys, ascending=False, kind="mergesort", na_position="last").reset_index(drop=True)
+
+
+def _shift_column(alt: pd.DataFrame) -> dict[str, np.ndarray]:
+    """The mean-under-shift column of a table, when the entry measured it."""
+    if "val_shift_roc_auc_mean" not in alt:
+        return {}
+    return {_SHIFT_AUC_COLUMN: alt["val_shift_roc_auc_mean"].astype(float).to_numpy()}
 
 
 def alternatives_table(alt: pd.DataFrame) -> pd.DataFrame:
-    """Every (autoencoder, score) pair: validation ROC / PR AUC, test ROC AUC with its interval."""
+    """Every (autoencoder, score) pair: validation ROC / PR AUC, under shift, test ROC AUC with its interval."""
     return pd.DataFrame({
         "Autoencoder": alt["variant"].to_numpy(),
         "Score": [score_name(s) for s in alt["score"]],
         "Validation ROC AUC": alt["val_roc_auc"].astype(float).to_numpy(),
         "Validation PR AUC": alt["val_pr_auc"].astype(float).to_numpy(),
+        **_shift_column(alt),
         _TEST_AUC_COLUMN: [_ci_text(r) for _, r in alt.iterrows()],
     })
 
@@ -217,7 +233,8 @@ def alternatives_table(alt: pd.DataFrame) -> pd.DataFrame:
 def best_score_per_autoencoder(alt: pd.DataFrame) -> pd.DataFrame:
     """A short version of :func:`alternatives_table`: each autoencoder's best score on validation.
 
-    Also the autoencoder's mean validation ROC AUC over its scores; best autoencoder first.
+    Best by the entry's selection criterion (``alt``'s order); also the autoencoder's mean
+    validation ROC AUC over its scores; best autoencoder first.
     """
     best = alt.drop_duplicates("variant")  # alt is sorted best first
     means = alt.groupby("variant")["val_roc_auc"].mean()
@@ -225,6 +242,7 @@ def best_score_per_autoencoder(alt: pd.DataFrame) -> pd.DataFrame:
         "Autoencoder": best["variant"].to_numpy(),
         "Best score": [score_name(s) for s in best["score"]],
         "Validation ROC AUC": best["val_roc_auc"].astype(float).to_numpy(),
+        **_shift_column(best),
         "Mean over scores": means.reindex(best["variant"]).astype(float).to_numpy(),
         _TEST_AUC_COLUMN: [_ci_text(r) for _, r in best.iterrows()],
     })
@@ -246,16 +264,61 @@ def best_autoencoder_per_score(alt: pd.DataFrame) -> pd.DataFrame:
     })
 
 
-def choice_sentence(alt: pd.DataFrame, se: float) -> str:
-    """How far the runner-up is behind the chosen pair, against the AUC's standard error ``se``."""
+def choice_sentence(alt: pd.DataFrame, se: float, selection: str) -> str:
+    """How far the runner-up is behind the chosen pair on the selection criterion, against the
+    validation AUC's standard error ``se``."""
     if len(alt) < 2:
         return "There was no other pair to compare with."
     first, second = alt.iloc[0], alt.iloc[1]
-    gap = float(first["val_roc_auc"] - second["val_roc_auc"])
+    criterion = SELECTION_CRITERIA[selection]
+    gap = float(first[criterion] - second[criterion])
     verdict = ("within the rough standard error of a validation AUC of this size, so the choice between the two "
                "is close to a coin toss." if gap <= se else "more than that standard error.")
+    measure = "on the mean ROC AUC under shift" if selection == "shift" else ""
     return (f"The runner-up, {second['variant']} with the {score_name(second['score'])} score, is {num(gap)} "
-            f"behind, {verdict}")
+            f"behind{' ' + measure if measure else ''}, {verdict}")
+
+
+def selection_sentence(alt: pd.DataFrame, selection: str) -> str:
+    """What choosing under shift changed: the pair plain validation ROC AUC would have chosen."""
+    if selection != "shift" or "val_shift_roc_auc_mean" not in alt:
+        return "The shift benchmark was not part of this run's choice."
+    chosen = alt.iloc[0]
+    plain = alt.sort_values(["val_roc_auc", "val_pr_auc"], ascending=False, kind="mergesort").iloc[0]
+    head = (f"Under shift the chosen pair keeps a mean ROC AUC of {num(chosen['val_shift_roc_auc_mean'])}, "
+            f"{num(chosen['val_shift_roc_auc_worst'])} on its worst shift ({chosen['val_shift_worst']}). ")
+    if (plain["variant"], plain["score"]) == (chosen["variant"], chosen["score"]):
+        return head + "Plain validation ROC AUC would have chosen the same pair."
+    return head + (f"Plain validation ROC AUC would have chosen {plain['variant']} with the "
+                   f"{score_name(plain['score'])} score ({num(plain['val_roc_auc'])} against "
+                   f"{num(chosen['val_roc_auc'])}), which falls to {num(plain['val_shift_roc_auc_mean'])} on average "
+                   f"under shift and to {num(plain['val_shift_roc_auc_worst'])} on its worst "
+                   f"({plain['val_shift_worst']}).")
+
+
+def shift_comparison_table(shifts: pd.DataFrame, alt: pd.DataFrame) -> pd.DataFrame:
+    """Per shift: ROC AUC and the share of normal films kept under the threshold, for the chosen
+    pair and, when it differs, the pair plain validation ROC AUC would have chosen."""
+    plain = alt.sort_values(["val_roc_auc", "val_pr_auc"], ascending=False, kind="mergesort").iloc[0]
+    pairs = {"chosen": alt.iloc[0]}
+    if (plain["variant"], plain["score"]) != (alt.iloc[0]["variant"], alt.iloc[0]["score"]):
+        pairs["best plain"] = plain
+    table = pd.DataFrame({"Shift": list(dict.fromkeys(shifts["shift"]))})
+    for label, pair in pairs.items():
+        rows = shifts[(shifts["variant"] == pair["variant"]) & (shifts["score"] == pair["score"])].set_index("shift")
+        table[f"ROC AUC, {label}"] = rows["roc_auc"].reindex(table["Shift"]).to_numpy()
+        table[f"Normals kept, {label}"] = rows["specificity"].reindex(table["Shift"]).to_numpy()
+    return table
+
+
+def shift_specificity_sentence(chosen: pd.Series, quantile: float) -> str:
+    """How many normal validation films the threshold still lets through under shift."""
+    if "val_shift_specificity_mean" not in chosen or pd.isna(chosen["val_shift_specificity_mean"]):
+        return ""
+    return (f"At its threshold, set on the unshifted validation normals to keep {pct(quantile, 0)} of them, the "
+            f"chosen pair keeps {pct(chosen['val_shift_specificity_mean'])} of normal films on average under "
+            f"shift and {pct(chosen['val_shift_specificity_worst'])} on the worst shift: a normal film from "
+            "another machine is flagged that much more often.")
 
 
 def family_sentence(alt: pd.DataFrame) -> str:
@@ -368,9 +431,9 @@ def _design(anomaly: ReportEntry, params: Mapping[str, Any], fits: pd.DataFrame)
     )
 
 
-def _selection(alt: pd.DataFrame, scores: pd.DataFrame, params: Mapping[str, Any],
-               ae_names: Sequence[str]) -> dict[str, Any]:
-    """Choosing the pair on validation: the ranking, its noise and what it says."""
+def _selection(alt: pd.DataFrame, scores: pd.DataFrame, params: Mapping[str, Any], ae_names: Sequence[str],
+               selection: str, shifts: pd.DataFrame) -> dict[str, Any]:
+    """Choosing the pair on validation: the ranking, its noise, the shifts and what they say."""
     val = scores[scores["split"] == "val"]
     val_pos = int(val["binary"].sum())
     val_neg = len(val) - val_pos
@@ -385,9 +448,14 @@ def _selection(alt: pd.DataFrame, scores: pd.DataFrame, params: Mapping[str, Any
         best_score_per_autoencoder=best_score_per_autoencoder(alt),
         best_autoencoder_per_score=best_autoencoder_per_score(alt),
         n_alternatives=len(alt), val_pos=val_pos, val_neg=val_neg, n_val=len(val), se=se,
-        choice_text=choice_sentence(alt, se), family_text=family_sentence(alt), mse_text=mse_sentence(alt),
+        choice_text=choice_sentence(alt, se, selection), family_text=family_sentence(alt), mse_text=mse_sentence(alt),
         best_score_family=score_name(score_means.index[0]), best_variant_mean=str(variant_means.idxmax()),
         intensity_text=intensity_sentence(by_intensity), norm_discussion=normalisation_sentence(by_intensity, spread),
+        selection=selection, selection_name=SELECTION_NAMES[selection],
+        n_shifts=int(shifts.loc[shifts["shift"] != "none", "shift"].nunique()),
+        selection_text=selection_sentence(alt, selection),
+        shift_table=shift_comparison_table(shifts, alt),
+        shift_spec_text=shift_specificity_sentence(alt.iloc[0], float(params["threshold_quantile"])),
         # Pre-trained comparators: drawn in the first panel of the ROC figure, not trained here.
         extra=[score_column(v, s) for v, s, st in zip(alt["variant"], alt["score"], alt["status"])
                if st == "pre-trained"],
@@ -430,7 +498,8 @@ def anomaly_section(anomaly: ReportEntry | None = None, binary: ReportEntry | No
     -------
     Section
         The chosen pair (``chosen_variant``, ``chosen_score``, ``score_name``, ``chosen_column``,
-        ``val_roc_auc``, ``threshold``, ``quantile``); the design (``latent``, ``latent_small``,
+        ``val_roc_auc``, ``threshold``, ``quantile``); how it was chosen (``selection``,
+        ``selection_name``, ``shift_table`` per shift for ``md_table``); the design (``latent``, ``latent_small``,
         ``latent_large``, ``resolution``, ``depth``, ... , ``parameters``, times in seconds);
         tables for ``md_table`` (``training_table``, ``alternatives_table`` with every pair and its
         short versions ``best_score_per_autoencoder`` and ``best_autoencoder_per_score``,
@@ -444,6 +513,7 @@ def anomaly_section(anomaly: ReportEntry | None = None, binary: ReportEntry | No
     variants, history, scores = anomaly.table("variants"), anomaly.table("history"), anomaly.table("scores")
     fits = _fits(variants, history)
     design = _design(anomaly, params, fits)
+    selection = str(metrics.get("selection", "plain"))  # entries before the shift benchmark: plain
     chosen = score_column(metrics["chosen_variant"], metrics["chosen_score"])
     name = score_name(metrics["chosen_score"])
     log.debug("anomaly section from %s (chosen %s)", where(anomaly), chosen)
@@ -457,6 +527,7 @@ def anomaly_section(anomaly: ReportEntry | None = None, binary: ReportEntry | No
         history=history, scores=scores, score_keys=list(SCORES),
         hist_xlabel=f"{name}, {metrics['chosen_variant']} autoencoder",
         **design,
-        **_selection(_alternatives(variants), scores, params, design["ae_names"]),
+        **_selection(_alternatives(variants, selection), scores, params, design["ae_names"], selection,
+                     anomaly.table("val_shifts")),
         **_test(anomaly, metrics, scores, chosen, float(binary.metrics["test_roc_auc"])),
     )

@@ -18,6 +18,7 @@ from pneumo.report.entries import ReportEntry, images_for, platform_text, task_d
 from pneumo.report.section import Section
 from pneumo.report.tables import metric_label
 from pneumo.report.text import fmt_ci, num, signed
+from pneumo.shift import robustness_summary
 
 __all__ = ["embeddings_section"]
 
@@ -119,6 +120,41 @@ def _quality_table(quality: pd.DataFrame, titles: Mapping[str, str]) -> pd.DataF
         "Silhouette, embedding": quality["silhouette_embedding"].to_numpy(),
         "Silhouette, map": quality["silhouette_map"].to_numpy(),
     })
+
+
+def _under_shift(rows: pd.DataFrame) -> dict[str, object]:
+    """Validation balanced accuracy of one classifier: as it is, its mean and worst over the shifts."""
+    summary = robustness_summary(rows, "balanced_accuracy")
+    return {"Validation": summary["clean"], "Mean under shift": summary["mean"], "Worst shift": summary["worst"],
+            "Worst of the shifts": summary["worst_shift"]}
+
+
+def _shift_table(knn_shifts: pd.DataFrame, head_shifts: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
+    """Balanced accuracy on validation and under the shift benchmark, per question: the CNN head
+    (Task 1's own ``val_shifts``), the k-NN on the network's embedding and on raw pixels."""
+    rows = []
+    for question, (task, _) in _QUESTIONS.items():
+        classifiers = {f"CNN head ({task})": head_shifts[question],
+                       "k-NN, network embedding": _pair_rows(knn_shifts, _network(question), question),
+                       "k-NN, raw pixels": _pair_rows(knn_shifts, _PIXELS, question)}
+        rows += [{"Question": _QUESTION_SHORT[question], "Classifier": name, **_under_shift(table)}
+                 for name, table in classifiers.items()]
+    return pd.DataFrame(rows)
+
+
+def _shift_text(table: pd.DataFrame) -> str:
+    """Whether the k-NN on each network's embedding holds up under shift as well as its head."""
+    parts = []
+    for question in _QUESTIONS:
+        rows = table[table["Question"] == _QUESTION_SHORT[question]].set_index("Classifier")
+        head, knn = rows.iloc[0], rows.loc["k-NN, network embedding"]
+        gap = float(knn["Mean under shift"] - head["Mean under shift"])
+        verb = "better than" if gap > 0.01 else "as well as" if gap >= -0.01 else "worse than"
+        parts.append(f"on {_QUESTION_SHORT[question]} the k-NN on the embedding keeps a mean balanced accuracy of "
+                     f"{num(knn['Mean under shift'])} under shift and {num(knn['Worst shift'])} on its worst shift "
+                     f"({knn['Worst of the shifts']}), so it holds up {verb} the head "
+                     f"({num(head['Mean under shift'])} and {num(head['Worst shift'])})")
+    return "On the shifted validation films, " + "; ".join(parts) + "."
 
 
 # -- sentences -------------------------------------------------------------------------------------
@@ -259,7 +295,7 @@ def embeddings_section(embeddings: ReportEntry | None = None, binary: ReportEntr
     -------
     Section
         Numbers (``dim``, ``pixel_size``, ``chance_agreement``, ...), display tables
-        (``choice``, ``binary_table``, ``multi_table``, ``quality_table``), figure inputs
+        (``choice``, ``binary_table``, ``multi_table``, ``quality_table``, ``shift_table``), figure inputs
         (``grid``, ``pair_titles``, ``maps``, ``gallery_images``, ...) and sentences
         (``net_vs_pixels``, ``map_text``, ``pixel_text``, ...).
     """
@@ -274,6 +310,8 @@ def embeddings_section(embeddings: ReportEntry | None = None, binary: ReportEntr
     dim = {name: int(arrays[f"features_{name}"].shape[1]) for name in REPRESENTATIONS}
     titles, pair_titles = _representation_titles(int(params["pixel_size"])), _pair_titles()
     best_map = quality["agreement_map"].idxmax()
+    shift_table = _shift_table(embeddings.table("knn_val_shifts"),
+                               {"binary": binary.table("val_shifts"), "multiclass": multiclass.table("val_shifts")})
     log.info("embeddings section from %s", where(embeddings))
     return Section(
         dim=dim, embedding_dim=dim[_network("multiclass")], pixel_dim=dim[_PIXELS],
@@ -299,4 +337,6 @@ def embeddings_section(embeddings: ReportEntry | None = None, binary: ReportEntr
         pixel_text=_pixel_text(_ci_row(knn, "binary", "roc_auc", _PIXELS)),
         gallery=gallery, gallery_images=images_for(task_dataset(binary), gallery["relpath"]),
         gallery_share=_gallery_share(gallery),
+        shift_table=shift_table, shift_text=_shift_text(shift_table),
+        n_shifts=int(embeddings.table("knn_val_shifts")["shift"].nunique() - 1),
     )
