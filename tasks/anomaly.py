@@ -49,6 +49,7 @@ batch_size = None
 lr = None
 weight_decay = None
 patience = None
+selection = None
 knn_k = None
 threshold_quantile = None
 val_fraction = None

@@ -160,7 +160,8 @@ def test_choosing_under_shift_ranks_and_tells_what_it_changed():
     assert list(alt["variant"]) == ["masked", "baseline"]  # the shift criterion, not validation
     assert "0.150 behind on the mean ROC AUC under shift" in choice_sentence(alt, 0.01, "shift")
     text = selection_sentence(alt, "shift")
-    assert text.startswith("Under shift the chosen pair keeps a mean ROC AUC of 0.750, 0.650 on its worst shift")
+    assert text.startswith("The chosen pair keeps a mean ROC AUC of 0.750 over the shifted films and 0.650 on its "
+                           "worst shift")
     assert "Plain validation ROC AUC would have chosen baseline with the pixel MSE score (0.900 against 0.800)" in text
     assert text.endswith("falls to 0.600 on average under shift and to 0.500 on its worst (border masked (8% frame)).")
     same = _alternatives(_under_shift(variants, [0.8, 0.7]), "shift")

@@ -25,7 +25,7 @@ def test_provenance_paragraph_says_what_the_test_folder_can_tell():
 
 def test_anchors_are_the_published_figures():
     assert [values[1:] for values in ANCHORS.values()] == [(0.928, 0.968), (0.884, 0.962), (None, 0.876)]
-    assert all(re.search(r"\[@\w+\]", name) for name in ANCHORS)  # each cites its source
+    assert all(re.search(r"@\w+", name) for name in ANCHORS)  # each cites its source
 
 
 @pytest.mark.slow
@@ -36,7 +36,7 @@ def test_generalisation_section_reads_every_shift_benchmark(smoke_entries):
         value = getattr(g, name)
         assert not isinstance(value, str) or "@" not in value, name  # Quarto would not resolve it inline
     table = g.figures_table
-    assert len(table) == 6 and table["Figure"].iloc[0] == "1a: ROC AUC"
+    assert len(table) == 6 and table["Figure"].iloc[0] == "Task 1a, ROC AUC"
     assert (table["Worst shift"] <= table["Mean under shift"] + 1e-12).all()
     binary = smoke_entries["binary"]
     assert table["Test"].iloc[0] == pytest.approx(binary.metrics["test_roc_auc"])

@@ -285,8 +285,8 @@ def selection_sentence(alt: pd.DataFrame, selection: str) -> str:
         return "The shift benchmark was not part of this run's choice."
     chosen = alt.iloc[0]
     plain = alt.sort_values(["val_roc_auc", "val_pr_auc"], ascending=False, kind="mergesort").iloc[0]
-    head = (f"Under shift the chosen pair keeps a mean ROC AUC of {num(chosen['val_shift_roc_auc_mean'])}, "
-            f"{num(chosen['val_shift_roc_auc_worst'])} on its worst shift ({chosen['val_shift_worst']}). ")
+    head = (f"The chosen pair keeps a mean ROC AUC of {num(chosen['val_shift_roc_auc_mean'])} over the shifted "
+            f"films and {num(chosen['val_shift_roc_auc_worst'])} on its worst shift ({chosen['val_shift_worst']}). ")
     if (plain["variant"], plain["score"]) == (chosen["variant"], chosen["score"]):
         return head + "Plain validation ROC AUC would have chosen the same pair."
     return head + (f"Plain validation ROC AUC would have chosen {plain['variant']} with the "

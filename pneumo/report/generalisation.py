@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 #: Published figures on the collection's official test split (624 images): name -> (what it
 #: is, accuracy, ROC AUC, the caveat). ``None``: not reported.
 ANCHORS = {
-    "Kermany et al. 2018 [@kermany2018]": ("Inception V3 pre-trained on ImageNet, normal vs pneumonia", 0.928,
+    "@kermany2018": ("Inception V3 pre-trained on ImageNet, normal vs pneumonia", 0.928,
                                            0.968),
     "MedMNIST v2 [@yang2023medmnist]": ("ResNet-50 from scratch at 224 px, normal vs pneumonia", 0.884, 0.962),
     "SQUID [@xiang2023squid]": ("anomaly detection, trained on normal films only", None, 0.876),
@@ -65,13 +65,15 @@ def figures_table(binary: ReportEntry, multiclass: ReportEntry, embeddings: Repo
     detector = anomaly.table("val_shifts")
     detector = detector[(detector["variant"] == a["chosen_variant"]) & (detector["score"] == a["chosen_score"])]
     return pd.DataFrame([
-        _row("1a: ROC AUC", b_shifts, "roc_auc", b["test_roc_auc"]),
-        _row("1a: balanced accuracy at the threshold", b_shifts, "balanced_accuracy", b["test_balanced_accuracy"]),
-        _row("1b: balanced accuracy", m_shifts, "balanced_accuracy", m["test_balanced_accuracy"]),
-        _row("1b: bacterial vs viral ROC AUC", m_shifts, "bacterial_vs_viral_roc_auc", m["bacterial_vs_viral_roc_auc"]),
-        _row("2: k-NN on the 1a embedding, balanced accuracy", knn_1a, "balanced_accuracy",
+        _row("Task 1a, ROC AUC", b_shifts, "roc_auc", b["test_roc_auc"]),
+        _row("Task 1a, balanced accuracy at the threshold", b_shifts, "balanced_accuracy",
+             b["test_balanced_accuracy"]),
+        _row("Task 1b, balanced accuracy", m_shifts, "balanced_accuracy", m["test_balanced_accuracy"]),
+        _row("Task 1b, bacterial vs viral ROC AUC", m_shifts, "bacterial_vs_viral_roc_auc",
+             m["bacterial_vs_viral_roc_auc"]),
+        _row("Task 2, k-NN on the 1a embedding, balanced accuracy", knn_1a, "balanced_accuracy",
              e["net_1a_binary_test_balanced_accuracy"]),
-        _row("3: anomaly detector, ROC AUC", detector, "roc_auc", a["test_roc_auc"]),
+        _row("Task 3, anomaly detector, ROC AUC", detector, "roc_auc", a["test_roc_auc"]),
     ])
 
 
