@@ -79,10 +79,11 @@ TASK_REGISTRY: dict[str, TaskSpec] = _declare(
     TaskSpec("multiclass", "multiclass.py", "pneumo.classification:MulticlassConfig",
              "pneumo.classification:run_classification", code=_CLASSIFIER_CODE, upstream=("binary",)),
     TaskSpec("embeddings", "embeddings.py", "pneumo.embeddings:EmbeddingsConfig",
-             "pneumo.embeddings:run_embeddings", code=("pneumo.embeddings", *_CORE, "pneumo.upstream"),
+             "pneumo.embeddings:run_embeddings",
+             code=("pneumo.embeddings", "pneumo.shift", *_CORE, "pneumo.upstream"),
              upstream=("binary", "multiclass")),
     TaskSpec("anomaly", "anomaly.py", "pneumo.anomaly:AnomalyConfig", "pneumo.anomaly:run_anomaly",
-             code=("pneumo.anomaly", *_CORE)),
+             code=("pneumo.anomaly", "pneumo.shift", *_CORE)),
     TaskSpec("explain", "explain.py", "pneumo.explain:ExplainConfig", "pneumo.explain:run_explain",
              code=("pneumo.explain", *_CORE, "pneumo.upstream"), upstream=("binary", "multiclass")),
 )
