@@ -30,7 +30,7 @@ from pneumo.data import CLASSES
 from pneumo.imaging import gaussian_blur
 from pneumo.metrics import binary_metrics, choose_threshold, multiclass_metrics, viral_given_pneumonia
 
-__all__ = ["Shift", "SHIFTS", "apply_shift", "score_under_shifts", "robustness_summary",
+__all__ = ["Shift", "SHIFTS", "SELECTION_CRITERIA", "apply_shift", "score_under_shifts", "robustness_summary",
            "THRESHOLD_RULES_UNDER_SHIFT", "compare_threshold_rules", "summarise_threshold_rules",
            "choose_threshold_rule", "threshold_under_shift", "multiclass_shift_metrics"]
 
@@ -67,6 +67,13 @@ SHIFTS: tuple[Shift, ...] = (
     Shift("rotated (8 degrees)", "framing", "rotate", 8.0),
     Shift("border masked (8% frame)", "border", "border", 0.08),
 )
+
+
+#: How a task chooses among its alternatives on validation (the ``selection`` field of Task 1's
+#: and Task 3's configs): name -> the column it ranks by. ``shift``: the mean ROC AUC over the
+#: shifted copies of the validation films (:data:`SHIFTS` without "none"); ``plain``: the ROC
+#: AUC on validation as it is, which the training pool's easy films saturate.
+SELECTION_CRITERIA = {"shift": "val_shift_roc_auc_mean", "plain": "val_roc_auc"}
 
 
 def _warp(p: torch.Tensor, *, angle_deg: float = 0.0, scale: float = 1.0, shift: float = 0.0) -> torch.Tensor:

@@ -48,6 +48,7 @@ balance = None
 augment = None
 border_mask = None
 label_smoothing = None
+selection = None
 val_fraction = None
 comparators = None
 threshold_rule = None

@@ -73,12 +73,35 @@ def test_shared_selection_joins_effects_and_skipped_and_reads_the_run():
                      ignore_index=True)
     r = {"metrics": {"chosen_variant": "augment=False", "best_epoch": 5, "train_seconds": 30.0},
          "grid": grid, "trained": grid[grid["status"] == "trained"],
-         "history": pd.DataFrame({"epoch": range(1, 7)}), "config": {"epochs": 8}}
+         "history": pd.DataFrame({"epoch": range(1, 7)}), "config": {"epochs": 8}, "params": {"selection": "plain"}}
     s = c_grid._shared_selection(r, se=0.01, baseline="baseline", metric_name="validation ROC AUC", again="again")
     assert isinstance(s["grid_winner"], Markdown) and "**augment=False** was adopted" in s["grid_winner"].data
     assert s["grid_effects"].startswith("- **augment=False**") and "Skipped, so not compared" in s["grid_effects"]
     assert s["retrained"] and "at most 4 epochs" in s["retrain_text"]
     assert (s["epochs_run"], s["best_epoch"], s["stopped"]) == (6, 5, True)
+
+
+def test_grid_story_under_shift_ranks_and_words_by_the_shift_criterion():
+    # The plain winner (validation AUC 0.99) is the worst under shift: the shift criterion
+    # chooses the other variant, and the story gives its figure and the runner-up's.
+    grid = pd.concat([_grid_row(variant="augment=False", val_roc_auc=0.99, val_shift_roc_auc_mean=0.80),
+                      _grid_row(val_roc_auc=0.98, val_shift_roc_auc_mean=0.90)], ignore_index=True)
+    story = c.grid_story(grid, "baseline", se=0.005, metric_name="mean validation ROC AUC under shift",
+                         selection="shift")
+    assert "kept its place: it reached the highest mean validation ROC AUC under shift, 0.900" in story["winner"]
+    assert "**augment=False** (0.800) by 0.100" in story["winner"]
+    assert story["effects"] == "- **augment=False**: 0.800 against the baseline's 0.900 (−0.100), " \
+        "more than one standard error lower."
+    with pytest.raises(KeyError):
+        c.grid_story(grid, "baseline", se=0.005, selection="nope")
+
+
+def test_grid_table_shows_the_shift_columns_only_for_grids_ranked_under_shift():
+    from pneumo.report.tables import grid_table
+
+    assert "Val ROC AUC under shift: mean" not in grid_table(_grid_row()).columns
+    shifted = grid_table(_grid_row(val_shift_roc_auc_mean=0.8, val_shift_roc_auc_worst=0.6))
+    assert shifted.loc[0, "Val ROC AUC under shift: mean"] == 0.8 and shifted.loc[0, "worst"] == 0.6
 
 
 # -- Task 1a sentences --------------------------------------------------------------------------

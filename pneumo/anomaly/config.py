@@ -6,6 +6,7 @@ import dataclasses
 
 from pneumo.config import ConfigError, TaskConfig, param
 from pneumo.imaging import INTENSITY_MODES
+from pneumo.shift import SELECTION_CRITERIA  # noqa: F401  (Task 3's selection names, shared with Task 1)
 
 #: Anomaly scores computed for every autoencoder; the first three use the reconstruction, the
 #: others only the encoder (its code, or its pooled feature maps).
@@ -15,10 +16,6 @@ SCORES = RECONSTRUCTION_SCORES + LATENT_SCORES
 
 #: The comparisons reported on test: name -> labels that count as positive (vs normal).
 COMPARISONS = {"pneumonia": ("bacterial", "viral"), "bacterial": ("bacterial",), "viral": ("viral",)}
-
-#: How a (variant, score) pair can be chosen on validation (``AnomalyConfig.selection``): name ->
-#: the column of :func:`~pneumo.anomaly.evaluation.rank_on_validation`'s table it ranks by.
-SELECTION_CRITERIA = {"shift": "val_shift_roc_auc_mean", "plain": "val_roc_auc"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,7 +68,7 @@ class AnomalyConfig(TaskConfig):
     PROFILES = {
         "smoke": dict(decode_resolution=64, resolution=32, width=8, depth=3, latent=16, epochs=8,
                       patience=5, batch_size=16, lr=3e-3, bootstrap=200, comparators=False),
-        "cpu": {},
+        "cpu": dict(decode_resolution=64),  # Task 1's cpu resolution: one decode serves both
         "gpu": dict(decode_resolution=224, resolution=128, width=32, depth=5, latent=128,
                     grid="full", epochs=100, patience=12, batch_size=64),
     }

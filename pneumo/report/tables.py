@@ -192,15 +192,22 @@ def md_table(df: pd.DataFrame, floatfmt: str | Mapping[str, str] = ".3f", *, ind
 
 
 def grid_table(grid: pd.DataFrame) -> pd.DataFrame:
-    """The grid as a display table, best validation ROC AUC first (skipped variants last)."""
+    """The grid as a display table, in the grid's ranking (skipped variants last).
+
+    Grids ranked under shift (:mod:`pneumo.shift`) also show the mean and worst validation
+    ROC AUC over the shifted films.
+    """
     rows = []
+    under_shift = "val_shift_roc_auc_mean" in grid.columns
     for _, r in grid.iterrows():
         trained = str(r.get("status", "trained")) == "trained"
+        shifted = {"Val ROC AUC under shift: mean": r.get("val_shift_roc_auc_mean") if trained else None,
+                   "worst": r.get("val_shift_roc_auc_worst") if trained else None} if under_shift else {}
         rows.append({
             "Variant": str(r["variant"]),
             "Val ROC AUC": r.get("val_roc_auc") if trained else None,
+            **shifted,
             "Val bal. acc.": r.get("val_balanced_accuracy") if trained else None,
-            "Val acc.": r.get("val_accuracy") if trained else None,
             "Best / run epochs": (f"{int(r['best_epoch'])} / {int(r['epochs_run'])}" if trained else "skipped"),
             "Train time": duration(r.get("train_seconds")) if trained else "–",
             "Parameters": int(r["parameters"]) if trained else None,

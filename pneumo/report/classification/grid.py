@@ -39,22 +39,33 @@ def _short_reason(status: Any) -> str:
     return reason.split(": ")[0].split(". ")[0].strip() or "no reason given"
 
 
-def _winner_sentence(trained: pd.DataFrame, chosen: str, *, se: float, baseline: str, metric_name: str) -> str:
-    """Why ``chosen`` won the ranked ``trained`` rows, and whether its margin exceeds the noise."""
+#: How the story names a ranking column of the grid table.
+_COLUMN_NAMES = {"val_roc_auc": "validation ROC AUC", "val_balanced_accuracy": "validation balanced accuracy",
+                 "val_shift_roc_auc_mean": "mean validation ROC AUC under shift"}
+
+
+def _winner_sentence(trained: pd.DataFrame, chosen: str, *, se: float, baseline: str, metric_name: str,
+                     ranking: Sequence[str]) -> str:
+    """Why ``chosen`` won the ranked ``trained`` rows, and whether its margin exceeds the noise.
+
+    ``ranking``: the grid's ranking columns, most important first (the first is ``metric_name``).
+    """
     usable_se = math.isfinite(se) and se > 0
+    column, tiebreak = ranking[0], ranking[1]
     best = trained.set_index("variant").loc[chosen]
     if len(trained) == 1:
         return (f"Only one variant was trained, so **{chosen}** was used "
-                f"({metric_name} {num(best['val_roc_auc'])}).")
+                f"({metric_name} {num(best[column])}).")
     runner = trained[trained["variant"] != chosen].iloc[0]
-    margin = float(best["val_roc_auc"] - runner["val_roc_auc"])
-    bal_margin = float(best["val_balanced_accuracy"] - runner["val_balanced_accuracy"])
+    margin = float(best[column] - runner[column])
+    tie_margin = float(best[tiebreak] - runner[tiebreak])
+    tie_name = _COLUMN_NAMES.get(tiebreak, tiebreak)
     noise = ""
     if margin > 1e-12:
         # Enough decimals to show the two values apart.
-        d = next((k for k in (3, 4, 5, 6) if num(best["val_roc_auc"], k) != num(runner["val_roc_auc"], k)), 6)
-        reason = (f"it reached the highest {metric_name}, {num(best['val_roc_auc'], d)}, ahead of "
-                  f"**{runner['variant']}** ({num(runner['val_roc_auc'], d)}) by {num(margin, d)}")
+        d = next((k for k in (3, 4, 5, 6) if num(best[column], k) != num(runner[column], k)), 6)
+        reason = (f"it reached the highest {metric_name}, {num(best[column], d)}, ahead of "
+                  f"**{runner['variant']}** ({num(runner[column], d)}) by {num(margin, d)}")
         if usable_se and margin < se:
             noise = (f"That margin is smaller than the rough standard error of a validation AUC "
                      f"on this split (about {num(se)}), so the top of the ranking is close to a "
@@ -62,16 +73,16 @@ def _winner_sentence(trained: pd.DataFrame, chosen: str, *, se: float, baseline:
         elif usable_se:
             noise = (f"The margin exceeds the rough standard error of a validation AUC on this "
                      f"split (about {num(se)}).")
-    elif bal_margin > 1e-12:
+    elif tie_margin > 1e-12:
         reason = (f"it tied with **{runner['variant']}** on {metric_name} "
-                  f"({num(best['val_roc_auc'])}) and won on validation balanced accuracy "
-                  f"({num(best['val_balanced_accuracy'])} against {num(runner['val_balanced_accuracy'])})")
+                  f"({num(best[column])}) and won on {tie_name} "
+                  f"({num(best[tiebreak])} against {num(runner[tiebreak])})")
     else:
         reason = (f"it tied with **{runner['variant']}** on both {metric_name} "
-                  f"({num(best['val_roc_auc'])}) and balanced accuracy "
-                  f"({num(best['val_balanced_accuracy'])}), and a full tie keeps the grid's "
+                  f"({num(best[column])}) and {tie_name} "
+                  f"({num(best[tiebreak])}), and a full tie keeps the grid's "
                   "order, which lists the baseline first")
-    if float(best["val_roc_auc"]) >= 1 - 1e-12 and margin <= 1e-12:
+    if float(best[column]) >= 1 - 1e-12 and margin <= 1e-12:
         noise = ("With validation AUCs at their ceiling of 1, the validation split is too easy "
                  "to rank these variants.")
     kept = ("The configured baseline kept its place" if chosen == baseline
@@ -79,13 +90,13 @@ def _winner_sentence(trained: pd.DataFrame, chosen: str, *, se: float, baseline:
     return f"{kept}: {reason}. {noise}".strip()
 
 
-def _effect_lines(trained: pd.DataFrame, baseline: str, se: float) -> str:
-    """A Markdown bullet list: each trained variant's validation AUC against the baseline's."""
+def _effect_lines(trained: pd.DataFrame, baseline: str, se: float, column: str) -> str:
+    """A Markdown bullet list: each trained variant's ``column`` (a validation AUC) against the baseline's."""
     by_name = trained.set_index("variant")
     if baseline not in by_name.index:
         return ""
-    base_auc = float(by_name.loc[baseline, "val_roc_auc"])
-    return "\n".join(f"- **{name}**: {_axis_phrase(float(row['val_roc_auc']), base_auc, se)}"
+    base_auc = float(by_name.loc[baseline, column])
+    return "\n".join(f"- **{name}**: {_axis_phrase(float(row[column]), base_auc, se)}"
                      for name, row in by_name.iterrows() if name != baseline)
 
 
@@ -99,7 +110,7 @@ def _skipped_sentence(grid: pd.DataFrame) -> str:
 
 
 def grid_story(grid: pd.DataFrame, chosen: str, *, se: float, baseline: str = "baseline",
-               metric_name: str = "validation ROC AUC") -> dict[str, str]:
+               metric_name: str = "validation ROC AUC", selection: str = "plain") -> dict[str, str]:
     """Sentences that explain the grid's outcome from its numbers (Markdown).
 
     Parameters
@@ -116,6 +127,9 @@ def grid_story(grid: pd.DataFrame, chosen: str, *, se: float, baseline: str = "b
         Name of the baseline row.
     metric_name
         How to call the selection metric in the text.
+    selection
+        The task's ``selection`` (:data:`pneumo.shift.SELECTION_CRITERIA`): which column ranked
+        the grid (:func:`pneumo.classification.grid_ranking`).
 
     Returns
     -------
@@ -124,12 +138,16 @@ def grid_story(grid: pd.DataFrame, chosen: str, *, se: float, baseline: str = "b
         per variant, its difference from the baseline; ``skipped``: a sentence on skipped
         variants ('' if none).
     """
+    from pneumo.classification import grid_ranking
+
+    ranking = grid_ranking(selection)
     trained = grid[grid["status"] == "trained"].sort_values(
-        ["val_roc_auc", "val_balanced_accuracy"], ascending=False, kind="stable").reset_index(drop=True)
+        ranking, ascending=False, kind="stable").reset_index(drop=True)
     if chosen not in set(trained["variant"]):
         raise KeyError(f"chosen variant {chosen!r} is not a trained row of the grid")
-    return {"winner": _winner_sentence(trained, chosen, se=se, baseline=baseline, metric_name=metric_name),
-            "effects": _effect_lines(trained, baseline, se), "skipped": _skipped_sentence(grid)}
+    return {"winner": _winner_sentence(trained, chosen, se=se, baseline=baseline, metric_name=metric_name,
+                                       ranking=ranking),
+            "effects": _effect_lines(trained, baseline, se, ranking[0]), "skipped": _skipped_sentence(grid)}
 
 
 def _grid_changes(entry: ReportEntry, task: str) -> dict[str, dict[str, Any]]:
@@ -209,7 +227,11 @@ def _shared_selection(r: Mapping[str, Any], *, se: float, baseline: str, metric_
     """The grid's table and story, the retraining sentence and the final training run."""
     metrics, trained, history, config = r["metrics"], r["trained"], r["history"], r["config"]
     chosen = str(metrics["chosen_variant"])
-    story = grid_story(r["grid"], chosen, se=se, baseline=baseline, metric_name=metric_name)
+    selection = str(r["params"].get("selection", "plain"))  # entries from before the shift criterion: plain
+    if selection == "shift":
+        metric_name = f"mean {metric_name} under shift"
+    story = grid_story(r["grid"], chosen, se=se, baseline=baseline, metric_name=metric_name,
+                       selection=selection)
     effects = story["effects"] or "*The grid has no baseline row to compare with.*"
     retrained = not _final_is_grid_run(trained, chosen, metrics, history)
     return {
