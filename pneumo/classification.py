@@ -37,6 +37,7 @@ from pneumo.metrics import (
     viral_given_pneumonia,
 )
 from pneumo.models import INTENSITY_MODES, architecture_table, build_model, count_parameters
+from pneumo.pool import map_in_workers
 from pneumo.results import Entry, ResultCache
 from pneumo.runner import task_spec
 from pneumo.shift import (SELECTION_CRITERIA, THRESHOLD_RULES_UNDER_SHIFT, multiclass_shift_metrics,
@@ -61,6 +62,8 @@ class ClassifierConfig(TaskConfig):
                            choices=INTENSITY_MODES)
     epochs: int = param(12, "maximum epochs of the final model", interval="[1, inf)")
     grid: str = param("reduced", "variants compared on validation", choices=("none", "reduced", "full"))
+    train_workers: int = param(1, "grid variants trained at once in worker processes, spread over every "
+                               "visible GPU (1: one after another here)", key=False, interval="[1, inf)")
     grid_epochs: int = param(4, "epochs per grid variant (the winner is retrained for `epochs`)",
                              interval="[1, inf)")
     batch_size: int = param(64, "images per step", interval="[1, inf)")
@@ -99,7 +102,7 @@ _SMOKE = dict(resolution=64, width=8, depth=3, epochs=6, grid_epochs=1, grid="re
 # activations), with the same carve-out test figures (see the README's benchmark).
 _CPU = dict(resolution=64)
 _GPU = dict(resolution=224, width=32, depth=5, epochs=40, grid_epochs=40, grid="full",
-            batch_size=64, patience=8, warmup_epochs=2.0)
+            batch_size=64, patience=8, warmup_epochs=2.0, train_workers=4)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -392,15 +395,20 @@ def _run_grid(config, data, cache, init_state, init_key) -> pd.DataFrame:
     from pneumo.models.xrv import XRVWeightsUnavailable
 
     rows = []
-    datasets = {data.resolution: data}
     variants = grid_variants(config)
     screen_epochs = config.epochs if len(variants) == 1 else min(config.grid_epochs, config.epochs)
+    datasets = {data.resolution: data}
+    for resolution in {changes.get("resolution", config.resolution) for _, changes in variants} - {data.resolution}:
+        datasets[resolution] = _load_like(config.replace(resolution=resolution), cache)
+    if config.train_workers > 1:
+        # Train the variants at once into the cache; the loop below then finds every one there.
+        map_in_workers(_train_variant_job, [
+            {"config": config, "changes": changes, "epochs": screen_epochs, **_init_for(changes, init_state, init_key)}
+            for _, changes in variants], workers=config.train_workers, device=config.device)
     for number, (name, changes) in enumerate(variants, 1):
         log.info("%s grid: variant %d of %d, %s (%d epochs)", type(config).__name__.removesuffix("Config").lower(),
                  number, len(variants), name, screen_epochs)
         resolution = changes.get("resolution", config.resolution)
-        if resolution not in datasets:
-            datasets[resolution] = _load_like(config.replace(resolution=resolution), cache)
         try:
             entry = train_variant(config, datasets[resolution], changes=changes, epochs=screen_epochs,
                                   cache=cache, **_init_for(changes, init_state, init_key))
@@ -419,6 +427,21 @@ def _run_grid(config, data, cache, init_state, init_key) -> pd.DataFrame:
     trained = grid[grid["status"] == "trained"].sort_values(
         grid_ranking(config.selection), ascending=False, kind="stable")
     return pd.concat([trained, grid[grid["status"] != "trained"]], ignore_index=True)
+
+
+def _train_variant_job(config: ClassifierConfig, changes: dict[str, Any], epochs: int, init_state, init_key: str,
+                       device: str) -> None:
+    """One grid variant in a worker process (:func:`pneumo.pool.map_in_workers`): train it into the cache."""
+    from pneumo.models.xrv import XRVWeightsUnavailable
+
+    config = config.replace(device=device)
+    data = _load_like(config.replace(resolution=changes.get("resolution", config.resolution)),
+                      ResultCache(config.cache))
+    try:
+        train_variant(config, data, changes=changes, epochs=epochs, cache=ResultCache(config.cache),
+                      init_state=init_state, init_key=init_key)
+    except XRVWeightsUnavailable:
+        pass  # the grid's own loop skips it, with the reason
 
 
 def grid_ranking(selection: str) -> list[str]:

@@ -69,6 +69,18 @@ def pick_device(name: str = "auto") -> torch.device:
     return device
 
 
+def worker_devices(name: str = "auto") -> list[str]:
+    """The devices that worker processes share out (:func:`pneumo.pool.map_in_workers`).
+
+    ``"auto"`` and ``"cuda"`` mean every visible GPU (``$CUDA_VISIBLE_DEVICES`` narrows them),
+    so independent trainings spread over all of them; any other name is that one device.
+    """
+    device = pick_device(name)
+    if device.type == "cuda" and device.index is None:
+        return [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    return [str(device)]
+
+
 def seed_everything(seed: int) -> torch.Generator:
     """Seed Python, NumPy and torch; return a CPU generator for explicit use."""
     random.seed(seed)

@@ -44,6 +44,7 @@ grid = None
 noise_std = None
 mask_fraction = None
 augment = None
+train_workers = None
 epochs = None
 batch_size = None
 lr = None

@@ -38,6 +38,7 @@ dropout = None
 intensity = None
 epochs = None
 grid = None
+train_workers = None
 grid_epochs = None
 batch_size = None
 lr = None

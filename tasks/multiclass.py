@@ -39,6 +39,7 @@ dropout = None
 intensity = None
 epochs = None
 grid = None
+train_workers = None
 grid_epochs = None
 batch_size = None
 lr = None

@@ -330,3 +330,15 @@ def test_report_section_executes(anomaly_entry, task_phantoms, task_cache, tmp_p
     assert len(figures) == 4
     for cell in figures:
         assert sum("image/png" in o.get("data", {}) for o in cell.get("outputs", [])) == 1
+
+
+def test_autoencoders_in_two_workers_make_the_entry_one_worker_finds(task_phantoms, tmp_path):
+    """train_workers trains the variants in worker processes; it is not part of the key, and
+    the pair chosen and its figures come from the same scoring as in one process."""
+    config = AnomalyConfig.create("smoke", data=str(task_phantoms), cache=str(tmp_path), device="cpu",
+                                  grid="reduced", epochs=1, bootstrap=20, num_workers=1, train_workers=2)
+    entry = run_anomaly(config)
+    assert run_anomaly(config.replace(train_workers=1), compute=False).path == entry.path
+    histories = entry.table("history")
+    assert set(histories["variant"]) == {name for name, _ in ae_variants(config)}
+    assert (histories.groupby("variant")["epoch"].max() == 1).all()

@@ -266,3 +266,15 @@ def test_task_kernels_get_their_environment_and_an_encrypted_transport(tmp_path,
     assert out.split() == ["1", "yes"]
     assert "PNEUMO_ONLY_HERE" not in os.environ
     assert "without encryption" not in capfd.readouterr().err
+
+
+def test_grid_in_two_workers_fills_the_cache_one_worker_finds(task_phantoms, tmp_path):
+    """train_workers trains the grid's variants in worker processes into the cache; the key
+    ignores it, so a run in one process finds the entry and every variant."""
+    config = BinaryConfig.create("smoke", data=str(task_phantoms), cache=str(tmp_path), device="cpu",
+                                 num_workers=1, epochs=1, bootstrap=20, train_workers=2)
+    entry = run_classification(config)
+    assert run_classification(config.replace(train_workers=1), compute=False).path == entry.path
+    grid = entry.table("grid")
+    assert grid["status"].eq("trained").all() and len(grid) == len(grid_variants(config))
+    assert len(list((tmp_path / "binary-variant").iterdir())) == len(grid)  # none trained twice

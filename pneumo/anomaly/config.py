@@ -40,6 +40,8 @@ class AnomalyConfig(TaskConfig):
     mask_fraction: float = param(0.25, "share of 8x8-grid cells blanked in the masked variant's input",
                                  interval="[0, 1]")
     augment: bool = param(True, "random affine + intensity augmentation of the training normals")
+    train_workers: int = param(1, "autoencoders trained at once in worker processes, spread over every "
+                               "visible GPU (1: one after another here)", key=False, interval="[1, inf)")
     epochs: int = param(25, "maximum epochs per autoencoder", interval="[1, inf)")
     batch_size: int = param(32, "images per step", interval="[1, inf)")
     lr: float = param(2e-3, "peak AdamW learning rate (cosine decay)", interval="(0, inf)")
@@ -70,5 +72,5 @@ class AnomalyConfig(TaskConfig):
                       patience=5, batch_size=16, lr=3e-3, bootstrap=200, comparators=False),
         "cpu": dict(decode_resolution=64),  # Task 1's cpu resolution: one decode serves both
         "gpu": dict(decode_resolution=224, resolution=128, width=32, depth=5, latent=128,
-                    grid="full", epochs=100, patience=12, batch_size=64),
+                    grid="full", epochs=100, patience=12, batch_size=64, train_workers=4),
     }

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
 import numpy as np
@@ -48,6 +49,7 @@ from pneumo.data import XrayDataset, load_dataset
 from pneumo.device import configure_threads, pick_device, seed_everything
 from pneumo.imaging import normalise_intensity, to_model_input
 from pneumo.models import ConvAutoencoder, build_autoencoder, count_parameters
+from pneumo.pool import map_in_workers
 from pneumo.results import Entry, ResultCache
 from pneumo.runner import task_spec
 from pneumo.training import TrainResult, stop_if_interrupted
@@ -160,17 +162,20 @@ def _train_and_score_all(config: AnomalyConfig, prepared: _Inputs, cache: Result
     # The unshifted row of the benchmark is validation itself (the same dict, filled once).
     shifted_columns = {"none": columns["val"], **{name: {} for name in prepared.val_shifted}}
     variant_rows, histories, models = [], [], {}
-    for number, (name, settings) in enumerate(autoencoders, 1):
-        log.info("anomaly: autoencoder %d of %d, %s (%d epochs)", number, len(autoencoders), name,
-                 settings["epochs"])
+    jobs = []
+    for name, settings in autoencoders:
         small = prepared.inputs[settings["intensity"]]
         train_x, train_rows = normal_images(small["train"], rows["train"])
         val_normal_x, _ = normal_images(small["val"], rows["val"])
-        seed_everything(config.seed)
+        jobs.append({"name": name, "settings": settings, "train_x": train_x, "val_normal_x": val_normal_x,
+                     "seed": config.seed, "interrupted_as": (str(cache.root), f"anomaly-{key}-{name}")})
+    with out.phase("train"):
+        # One after another here, or several at once in worker processes (train_workers).
+        results = map_in_workers(_train_job, jobs, workers=config.train_workers,
+                                 device=config.device if config.train_workers > 1 else str(device))
+    for (name, settings), job, result in zip(autoencoders, jobs, results):
+        small, train_x = prepared.inputs[settings["intensity"]], job["train_x"]
         model = build_autoencoder(settings)
-        with out.phase("train"):
-            result = _train(model, settings, train_x, val_normal_x, device, config.seed)
-        stop_if_interrupted(result, cache.root, f"anomaly-{key}-{name}", settings)
         model.load_state_dict(result.best_state)
         models[name] = (model, settings)
         histories.append(result.history.assign(variant=name))
@@ -185,15 +190,25 @@ def _train_and_score_all(config: AnomalyConfig, prepared: _Inputs, cache: Result
     return _Trained(columns, shifted_columns, variant_rows, histories, models, train_rows)
 
 
-def _train(model: ConvAutoencoder, settings: dict[str, Any], train_x: np.ndarray, val_normal_x: np.ndarray,
-           device: torch.device, seed: int) -> TrainResult:
-    """:func:`~pneumo.anomaly.train.train_autoencoder` with a variant's settings."""
-    return train_autoencoder(
+def _train_job(name: str, settings: dict[str, Any], train_x: np.ndarray, val_normal_x: np.ndarray, seed: int,
+               interrupted_as: tuple[str, str], device: str) -> TrainResult:
+    """One autoencoder, :func:`~pneumo.anomaly.train.train_autoencoder` with a variant's settings
+    (a :func:`pneumo.pool.map_in_workers` job; the best weights come back on the CPU).
+
+    After Ctrl-C its best weights so far go to ``<interrupted_as[0]>/interrupted/<interrupted_as[1]>.pt``
+    and KeyboardInterrupt stops the task (:func:`~pneumo.training.stop_if_interrupted`).
+    """
+    log.info("anomaly: autoencoder %s (%d epochs) on %s", name, settings["epochs"], device)
+    seed_everything(seed)
+    model = build_autoencoder(settings)
+    result = train_autoencoder(
         model, train_x, val_normal_x, epochs=settings["epochs"], batch_size=settings["batch_size"],
         lr=settings["lr"], weight_decay=settings["weight_decay"], patience=settings["patience"],
         corruption=settings["corruption"], noise_std=settings["noise_std"],
-        mask_fraction=settings["mask_fraction"], augment=settings["augment"], device=device,
+        mask_fraction=settings["mask_fraction"], augment=settings["augment"], device=pick_device(device),
         seed=seed)
+    stop_if_interrupted(result, Path(interrupted_as[0]), interrupted_as[1], settings)
+    return result
 
 
 def _scorer(config: AnomalyConfig, model: ConvAutoencoder, train_x: np.ndarray,
