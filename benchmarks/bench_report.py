@@ -12,7 +12,9 @@ only what that cache lacks. Then it prints, from the entries' own run records:
 1. wall time per task and per phase (decode, grid, final training, test, features, t-SNE, ...),
    with where each entry was computed (device, threads) and the final networks' training
    images/s;
-2. each task's headline test figures.
+2. on a machine with NVIDIA GPUs, each task's GPU utilisation (``nvidia-smi``, sampled once a
+   second while the task ran: mean, share of seconds busy, peak memory);
+3. each task's headline test figures.
 
 Nothing is asserted: the figures are measured, and the README quotes them.
 """
@@ -20,10 +22,13 @@ Nothing is asserted: the figures are measured, and the README quotes them.
 from __future__ import annotations
 
 import argparse
+import datetime
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -68,6 +73,60 @@ def _images_per_s(entry: Entry) -> float | None:
     return None if speed is None else float(speed.median())
 
 
+class GpuSampler:
+    """``nvidia-smi`` once a second in a thread, while the ``with`` block runs (a no-op without it).
+
+    ``samples`` rows: ``time`` (UTC), ``gpu``, ``utilisation`` (%), ``memory_mib``.
+    """
+
+    def __init__(self, interval_s: float = 1.0):
+        self.interval_s = interval_s
+        self.samples: list[dict] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> "GpuSampler":
+        if shutil.which("nvidia-smi"):
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def _run(self) -> None:
+        query = ["nvidia-smi", "--query-gpu=index,utilization.gpu,memory.used", "--format=csv,noheader,nounits"]
+        while not self._stop.wait(self.interval_s):
+            now = datetime.datetime.now(datetime.timezone.utc)
+            try:
+                out = subprocess.run(query, capture_output=True, text=True, timeout=10).stdout
+            except (OSError, subprocess.TimeoutExpired):
+                continue
+            for line in out.strip().splitlines():
+                gpu, util, memory = (v.strip() for v in line.split(","))
+                self.samples.append({"time": now, "gpu": int(gpu), "utilisation": float(util),
+                                     "memory_mib": float(memory)})
+
+    def per_task(self, entries: dict[str, Entry]) -> pd.DataFrame:
+        """Per task and GPU, over the seconds the task ran (its ``run.json``: finish time, wall time)."""
+        if not self.samples:
+            return pd.DataFrame()
+        samples = pd.DataFrame(self.samples)
+        rows = []
+        for task, entry in entries.items():
+            run = entry.run
+            if "finished_at" not in run or "wall_s" not in run:
+                continue
+            end = pd.Timestamp(run["finished_at"])
+            during = samples[(samples["time"] >= end - pd.Timedelta(seconds=run["wall_s"])) & (samples["time"] <= end)]
+            for gpu, g in during.groupby("gpu"):
+                rows.append({"task": task, "gpu": gpu, "mean utilisation %": g["utilisation"].mean(),
+                             "seconds busy (>0%) share": (g["utilisation"] > 0).mean(),
+                             "peak memory MiB": g["memory_mib"].max(), "samples": len(g)})
+        return pd.DataFrame(rows)
+
+
 def headline_table(entries: dict[str, Entry]) -> pd.DataFrame:
     """One row per headline figure: task, figure, value (test split, once)."""
     rows = []
@@ -104,7 +163,8 @@ def run(args: argparse.Namespace) -> None:
     jobs = args.jobs or default_jobs(args.profile, synthetic=locate_data(args.data or None) is None)
     start = time.perf_counter()
     try:
-        entries = compute_all(args.profile, jobs=jobs, device=args.device)
+        with GpuSampler() as gpus:
+            entries = compute_all(args.profile, jobs=jobs, device=args.device)
         wall = time.perf_counter() - start
         pd.set_option("display.width", 160, "display.max_columns", 10, "display.max_rows", 200)
         print(f"\nprofile {args.profile}, data {args.data or 'phantoms'}, cache {cache}, {jobs} task(s) at once; "
@@ -112,6 +172,10 @@ def run(args: argparse.Namespace) -> None:
         timings = timing_table(entries)
         print(timings.to_string(index=False, na_rep="", float_format=lambda v: f"{v:.1f}"))
         print(f"\nsum of task wall times: {timings.loc[timings['phase'] == '(whole task)', 'seconds'].sum() / 60:.1f} min")
+        utilisation = gpus.per_task(entries)
+        if len(utilisation):
+            print("\nGPU utilisation while each task ran (nvidia-smi, once a second):")
+            print(utilisation.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
         print("\nheadline test figures:")
         print(headline_table(entries).to_string(index=False))
     finally:

@@ -308,3 +308,11 @@ def test_multiclass_section_on_the_smoke_entries(smoke_entries):
     assert m.compare_table.shape == (len(c_comparison._INDUCED_METRICS), 3)
     assert m.bacterial_as_viral + m.viral_as_bacterial <= m.test_images
     assert len(m.robustness_table) == len(SHIFTS) and "@" not in m.robustness_text
+
+
+def test_selection_sentence_names_the_criterion_and_its_tie_break():
+    shift = c_grid.selection_sentence("shift", "mean validation ROC AUC under shift")
+    assert "ranked by their mean validation ROC AUC under shift: the mean over 12 shifted" in shift
+    assert "@sec-generalisation" in shift and "ties go to the plain validation figure" in shift
+    plain = c_grid.selection_sentence("plain", "validation ROC AUC")
+    assert plain == "Variants are ranked by their validation ROC AUC; ties go to validation balanced accuracy."

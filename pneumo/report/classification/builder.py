@@ -50,8 +50,8 @@ def binary_section(binary: ReportEntry | None = None) -> Section:
         Settings of the chosen model (``config``, ``parameters``, ``lr``, ``weight_decay``,
         ``warmup``, ``architecture``) and the design sentences (``design_note``, printed as
         Markdown; ``intensity_text``, ``loss_text``, ``augmentation_text``); the grid
-        (``grid_table``, ``grid_winner`` Markdown, ``grid_effects`` printed as Markdown,
-        ``retrain_text``, ``se``) and the validation split (``val_images``, ``val_pos``,
+        (``grid_table``, ``selection_text``, ``grid_winner`` Markdown, ``grid_effects`` printed
+        as Markdown, ``retrain_text``, ``se``) and the validation split (``val_images``, ``val_pos``,
         ``val_neg``); training (``history``, ``best_epoch``, ``epochs_run``, ``curve_text``,
         ``platform``, ``train_seconds``, ``speed``, ``data_wait``, ``grid_variants``,
         ``grid_seconds``); test (``test`` indexed by metric, ``test_table``, ``gap_text``,
@@ -100,7 +100,7 @@ def multiclass_section(multiclass: ReportEntry | None = None, binary: ReportEntr
     Section
         The shared attributes of :func:`binary_section` (``config``, ``parameters``, ``lr``,
         ``weight_decay``, ``warmup``, ``architecture``, ``loss_text``, ``augmentation_text``,
-        ``intensity_text``, ``grid_table``, ``grid_winner``, ``grid_effects`` (with the
+        ``intensity_text``, ``grid_table``, ``selection_text``, ``grid_winner``, ``grid_effects`` (with the
         initialisation's effect), ``retrain_text``, ``history``, ``best_epoch``,
         ``epochs_run``, ``stopped``, ``platform``, timing, ``test``, ``confusion``,
         ``curves``, ``errors``, ``where``), and for 1b: ``start_text`` (Markdown),

@@ -19,7 +19,7 @@ from pneumo.report.entries import ReportEntry
 from pneumo.report.tables import grid_table, markdown
 from pneumo.report.text import num, plural, signed
 
-__all__ = ["grid_story", "retrain_sentence", "init_sentence"]
+__all__ = ["grid_story", "retrain_sentence", "init_sentence", "selection_sentence"]
 
 
 def _axis_phrase(value: float, base: float, se: float) -> str:
@@ -222,6 +222,18 @@ def init_sentence(warm: float | None, scratch: float | None, se: float) -> str:
             f"same number of epochs ({num(warm)} against {num(scratch)}); " + verdict)
 
 
+def selection_sentence(selection: str, metric_name: str) -> str:
+    """How the grid's variants were ranked (``metric_name``: the criterion as the story calls it)."""
+    from pneumo.shift import SHIFTS
+
+    if selection == "shift":
+        return (f"Variants are ranked by their {metric_name}: the mean over {len(SHIFTS) - 1} shifted "
+                "copies of the validation films (exposure, sharpness, framing, a black border; "
+                "@sec-generalisation), because on the films as they are nearly every variant sits near "
+                "the ceiling; ties go to the plain validation figure.")
+    return f"Variants are ranked by their {metric_name}; ties go to validation balanced accuracy."
+
+
 def _shared_selection(r: Mapping[str, Any], *, se: float, baseline: str, metric_name: str,
                       again: str) -> dict[str, Any]:
     """The grid's table and story, the retraining sentence and the final training run."""
@@ -236,6 +248,7 @@ def _shared_selection(r: Mapping[str, Any], *, se: float, baseline: str, metric_
     retrained = not _final_is_grid_run(trained, chosen, metrics, history)
     return {
         "chosen": chosen,
+        "selection_text": selection_sentence(selection, metric_name),
         "se": se,
         "grid_table": grid_table(r["grid"]),
         "grid_winner": markdown(story["winner"]),
