@@ -434,11 +434,10 @@ def _train_variant_job(config: ClassifierConfig, changes: dict[str, Any], epochs
     """One grid variant in a worker process (:func:`pneumo.pool.map_in_workers`): train it into the cache."""
     from pneumo.models.xrv import XRVWeightsUnavailable
 
-    config = config.replace(device=device)
-    data = _load_like(config.replace(resolution=changes.get("resolution", config.resolution)),
-                      ResultCache(config.cache))
+    config, cache = config.replace(device=device), ResultCache(config.cache)
+    data = _load_like(config.replace(resolution=changes.get("resolution", config.resolution)), cache)
     try:
-        train_variant(config, data, changes=changes, epochs=epochs, cache=ResultCache(config.cache),
+        train_variant(config, data, changes=changes, epochs=epochs, cache=cache,
                       init_state=init_state, init_key=init_key)
     except XRVWeightsUnavailable:
         pass  # the grid's own loop skips it, with the reason

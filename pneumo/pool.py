@@ -5,9 +5,9 @@ so the grids train several at a time: :func:`map_in_workers` runs one function p
 joblib's loky process pool (fresh interpreters, as CUDA does not survive a fork; unlike the
 standard library's spawn, loky does not run the calling script again in each worker, which
 would start the task script anew), hands the jobs round-robin to every visible GPU
-(:func:`pneumo.device.worker_devices`), and shares the CPU cores out among the workers. With one worker it is a plain loop in this
-process, so results never depend on the parallelism: what a job writes to the cache is keyed by
-its settings only, and a rerun finds it.
+(:func:`pneumo.device.worker_devices`), and shares the CPU cores out among the workers. With
+one worker it is a plain loop in this process, so results never depend on the parallelism:
+what a job writes to the cache is keyed by its settings only, and a rerun finds it.
 """
 
 from __future__ import annotations

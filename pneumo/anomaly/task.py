@@ -171,8 +171,7 @@ def _train_and_score_all(config: AnomalyConfig, prepared: _Inputs, cache: Result
                      "seed": config.seed, "interrupted_as": (str(cache.root), f"anomaly-{key}-{name}")})
     with out.phase("train"):
         # One after another here, or several at once in worker processes (train_workers).
-        results = map_in_workers(_train_job, jobs, workers=config.train_workers,
-                                 device=config.device if config.train_workers > 1 else str(device))
+        results = map_in_workers(_train_job, jobs, workers=config.train_workers, device=config.device)
     for (name, settings), job, result in zip(autoencoders, jobs, results):
         small, train_x = prepared.inputs[settings["intensity"]], job["train_x"]
         model = build_autoencoder(settings)
