@@ -248,7 +248,7 @@ def _shared_selection(r: Mapping[str, Any], *, se: float, baseline: str, metric_
     retrained = not _final_is_grid_run(trained, chosen, metrics, history)
     return {
         "chosen": chosen,
-        "selection_text": selection_sentence(selection, metric_name),
+        "selection_text": markdown(selection_sentence(selection, metric_name)),  # its cross-reference resolves
         "se": se,
         "grid_table": grid_table(r["grid"]),
         "grid_winner": markdown(story["winner"]),
