@@ -70,7 +70,7 @@ def _declare(*specs: TaskSpec) -> dict[str, TaskSpec]:
 #: Modules every task's numbers depend on: data, seeds and precision, pixels, networks, the
 #: training loop, metrics.
 _CORE = ("pneumo.data", "pneumo.device", "pneumo.imaging", "pneumo.models", "pneumo.training", "pneumo.metrics")
-_CLASSIFIER_CODE = ("pneumo.classification", "pneumo.shift", *_CORE)
+_CLASSIFIER_CODE = ("pneumo.classification", "pneumo.shift", "pneumo.pool", *_CORE)
 
 #: The task graph: every task in a valid run order, with its code and the tasks it reads.
 TASK_REGISTRY: dict[str, TaskSpec] = _declare(
@@ -83,7 +83,7 @@ TASK_REGISTRY: dict[str, TaskSpec] = _declare(
              code=("pneumo.embeddings", "pneumo.shift", *_CORE, "pneumo.upstream"),
              upstream=("binary", "multiclass")),
     TaskSpec("anomaly", "anomaly.py", "pneumo.anomaly:AnomalyConfig", "pneumo.anomaly:run_anomaly",
-             code=("pneumo.anomaly", "pneumo.shift", *_CORE)),
+             code=("pneumo.anomaly", "pneumo.shift", "pneumo.pool", *_CORE)),
     TaskSpec("explain", "explain.py", "pneumo.explain:ExplainConfig", "pneumo.explain:run_explain",
              code=("pneumo.explain", *_CORE, "pneumo.upstream"), upstream=("binary", "multiclass")),
 )
