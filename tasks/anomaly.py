@@ -51,6 +51,7 @@ lr = None
 weight_decay = None
 patience = None
 selection = None
+reference_copies = None
 knn_k = None
 threshold_quantile = None
 val_fraction = None

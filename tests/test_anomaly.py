@@ -20,6 +20,7 @@ from pneumo.anomaly import (
     ae_variants,
     build_autoencoder,
     gaussian_blur,
+    jittered_copies,
     latent_scores,
     normal_images,
     rank_on_validation,
@@ -172,6 +173,17 @@ def test_selection_ranks_by_the_chosen_criterion():
         rank_on_validation(pairs, val, rows, summary, "test")
     with pytest.raises(ValueError, match="needs the shift summary"):
         rank_on_validation(pairs, val, rows, None, "shift")
+
+
+def test_jittered_copies_are_the_training_augmentation():
+    """The normal reference's extra films: seeded, uint8, one batch of copies after the other."""
+    rng = np.random.default_rng(0)
+    images = rng.integers(40, 200, size=(5, 32, 32), dtype=np.uint8)
+    copies = jittered_copies(images, 2, seed=1)
+    assert copies.shape == (10, 32, 32) and copies.dtype == np.uint8
+    assert np.array_equal(copies, jittered_copies(images, 2, seed=1))
+    assert not np.array_equal(copies[:5], images) and not np.array_equal(copies[:5], copies[5:])
+    assert jittered_copies(images, 0, seed=1).shape == (0, 32, 32)
 
 
 def test_normal_images_keeps_only_normals(task_phantoms, task_cache):

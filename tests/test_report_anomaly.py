@@ -35,6 +35,7 @@ from pneumo.report.anomaly import (
     supervised_sentence,
     target_sentence,
     training_table,
+    reference_sentence,
     xrv_sentence,
     _alternatives,
     _best_per_intensity,
@@ -118,6 +119,12 @@ def test_intensity_sentences():
                                                                   "as much or more.")
     assert "from 0.600 to 0.800" in normalisation_sentence(by, 0.1)
     assert "not compared with raw grey levels" in normalisation_sentence(by.drop(index="none"), 0.1)
+
+
+def test_reference_sentence():
+    assert reference_sentence(0) == "Their normal reference is the training normals as they are."
+    assert reference_sentence(2).startswith("Their normal reference is the training normals and 2 copies of each")
+    assert reference_sentence(1).startswith("Their normal reference is the training normals and 1 copy of each")
 
 
 def test_xrv_sentence_per_status():
@@ -249,7 +256,7 @@ val_roc_auc choice_text best_score_family best_variant_mean family_text alternat
 score_keys chosen_column extra test_images test_patients auc spec_text n_examples test_table threshold
 hist_xlabel example_input example_reconstruction example_residual example_labels example_scores target_text
 kind_text sup_text norm_discussion mse_text n_alternatives n_val se epoch_text where selection_name n_shifts
-selection_text shift_table shift_spec_text""".split()
+selection_text shift_table shift_spec_text reference_text""".split()
 
 
 @pytest.mark.slow

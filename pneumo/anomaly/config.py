@@ -52,6 +52,10 @@ class AnomalyConfig(TaskConfig):
                            "over the shifted copies of the validation films (shift: a normal film with "
                            "another exposure or framing must not become an anomaly), or on validation "
                            "as it is (plain)", choices=tuple(SELECTION_CRITERIA))
+    reference_copies: int = param(2, "jittered copies of each training normal (the training augmentation: "
+                                  "position, zoom, rotation, exposure) added to the normal reference of the code "
+                                  "and feature scores, so that a normal film framed a little differently stays "
+                                  "normal there (0: the training normals as they are)", interval="[0, inf)")
     knn_k: int = param(5, "neighbours of the latent k-NN score", interval="[1, inf)")
     threshold_quantile: float = param(0.95, "decision threshold: this quantile of the validation normals' scores",
                                       interval="(0, 1)")

@@ -39,7 +39,7 @@ import torch
 
 from pneumo.anomaly.comparator import XRV_AE_WEIGHTS, XRVAutoencoderUnavailable, load_xrv_autoencoder, xrv_mse_scores
 from pneumo.anomaly.config import SCORES, AnomalyConfig
-from pneumo.anomaly.data import normal_images, shrink
+from pneumo.anomaly.data import jittered_copies, normal_images, shrink
 from pneumo.anomaly.evaluation import add_test_columns, comparison_metrics, headline_metrics, rank_on_validation
 from pneumo.anomaly.robustness import shift_summary, shift_table, shifted_images
 from pneumo.anomaly.scores import encode_and_score, latent_scores, threshold_from_normals
@@ -178,7 +178,7 @@ def _train_and_score_all(config: AnomalyConfig, prepared: _Inputs, cache: Result
         model.load_state_dict(result.best_state)
         models[name] = (model, settings)
         histories.append(result.history.assign(variant=name))
-        scorer = _scorer(config, model, train_x, device)
+        scorer = _scorer(config, model, _reference(config, train_x), device)
         with out.phase("score"):
             for s in ("val", "test"):
                 _store(columns[s], name, scorer(small[s]))
@@ -210,11 +210,20 @@ def _train_job(name: str, settings: dict[str, Any], train_x: np.ndarray, val_nor
     return result
 
 
+def _reference(config: AnomalyConfig, train_x: np.ndarray) -> np.ndarray:
+    """The normal reference of the code and feature scores: the training normals and
+    ``reference_copies`` jittered copies of them (uint8 (N * (1 + copies), s, s))."""
+    if not config.reference_copies:
+        return train_x
+    return np.concatenate([train_x, jittered_copies(train_x, config.reference_copies, seed=config.seed)])
+
+
 def _scorer(config: AnomalyConfig, model: ConvAutoencoder, train_x: np.ndarray,
             device: torch.device) -> Callable[[np.ndarray], dict[str, np.ndarray]]:
     """The six scores of one trained variant, as a function of normalised uint8 (N, s, s) images.
 
-    The latent and feature scores measure distances to the training normals, encoded once here.
+    The latent and feature scores measure distances to the normal reference ``train_x`` (the
+    training normals, :func:`_reference`), encoded once here.
     """
     train_z, train_f, _ = encode_and_score(model, train_x, device=device)
 

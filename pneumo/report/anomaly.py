@@ -49,7 +49,7 @@ from pneumo.report.text import duration, fmt_ci, join_words, num, pct, plural
 __all__ = [
     "TARGET_AUC", "SQUID_AUC", "TEST_METRICS",
     "anomaly_section", "anomaly_config", "latent_sizes", "score_name", "score_column",
-    "intensity_description", "intensity_sentence", "normalisation_sentence", "xrv_sentence",
+    "intensity_description", "intensity_sentence", "normalisation_sentence", "xrv_sentence", "reference_sentence",
     "training_table", "alternatives_table", "best_score_per_autoencoder", "best_autoencoder_per_score",
     "choice_sentence", "selection_sentence", "shift_comparison_table", "shift_specificity_sentence",
     "family_sentence", "mse_sentence", "chosen_test_table", "target_sentence",
@@ -177,6 +177,15 @@ def normalisation_sentence(by_intensity: pd.DataFrame, design_spread: float) -> 
                        "darker or flatter than usual looks anomalous, and that nuisance competes with the "
                        "disease for the score.")
     return text + "; changes of latent size or corruption matter as much or more."
+
+
+def reference_sentence(copies: int) -> str:
+    """What the code and feature scores measure distances to: the training normals, and jittered copies."""
+    if not copies:
+        return "Their normal reference is the training normals as they are."
+    return (f"Their normal reference is the training normals and {plural(copies, 'copy', 'copies')} of each, "
+            "jittered as training augments them (position, zoom, rotation, exposure), so that a normal film "
+            "framed a little differently from the usual is not far from every normal.")
 
 
 def xrv_sentence(status: str) -> str:
@@ -358,7 +367,7 @@ def _design(anomaly: ReportEntry, params: Mapping[str, Any], fits: pd.DataFrame)
     phases, run = anomaly.run.get("phases_s", {}), anomaly.run
     return dict(
         config=cfg, latent=int(params["latent"]), latent_small=small, latent_large=large,
-        knn_k=int(params["knn_k"]), resolution=int(cfg["resolution"]),
+        knn_k=int(params["knn_k"]), reference_text=reference_sentence(int(params.get("reference_copies", 0))), resolution=int(cfg["resolution"]),
         decode_resolution=int(params["decode_resolution"]),
         depth=int(cfg["depth"]), width=int(cfg["width"]), chosen_latent=int(cfg["latent"]),
         grey_levels=INTENSITY_NAMES.get(cfg.get("intensity", "none"), str(cfg.get("intensity"))),
