@@ -367,7 +367,8 @@ def _design(anomaly: ReportEntry, params: Mapping[str, Any], fits: pd.DataFrame)
     phases, run = anomaly.run.get("phases_s", {}), anomaly.run
     return dict(
         config=cfg, latent=int(params["latent"]), latent_small=small, latent_large=large,
-        knn_k=int(params["knn_k"]), reference_text=reference_sentence(int(params.get("reference_copies", 0))), resolution=int(cfg["resolution"]),
+        knn_k=int(params["knn_k"]), resolution=int(cfg["resolution"]),
+        reference_text=reference_sentence(int(params.get("reference_copies", 0))),
         decode_resolution=int(params["decode_resolution"]),
         depth=int(cfg["depth"]), width=int(cfg["width"]), chosen_latent=int(cfg["latent"]),
         grey_levels=INTENSITY_NAMES.get(cfg.get("intensity", "none"), str(cfg.get("intensity"))),
