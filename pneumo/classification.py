@@ -77,6 +77,9 @@ class ClassifierConfig(TaskConfig):
     border_mask: float = param(0.12, "black out a random border frame up to this share of the side on half "
                                "the training images, with or without augment (0: off)", interval="[0, 0.5)")
     label_smoothing: float = param(0.0, "cross-entropy label smoothing", interval="[0, 1)")
+    seeds: int = param(1, "training seeds of the chosen variant: the first gives the reported model, the "
+                       "others measure the spread of its test figures and join it in a seed ensemble",
+                       interval="[1, inf)")
     selection: str = param("plain", "rank the grid's variants on validation as it is (plain, which the "
                            "training pool's easy films saturate), or by their mean validation ROC AUC "
                            "over the shifted copies of the validation films (shift; not yet the default: "
@@ -103,7 +106,7 @@ _SMOKE = dict(resolution=64, width=8, depth=3, epochs=6, grid_epochs=1, grid="re
 # activations), with the same carve-out test figures (see the README's benchmark).
 _CPU = dict(resolution=64)
 _GPU = dict(resolution=224, width=32, depth=5, epochs=40, grid_epochs=40, grid="full",
-            batch_size=64, patience=8, warmup_epochs=2.0, train_workers=4)
+            batch_size=64, patience=8, warmup_epochs=2.0, train_workers=4, seeds=3)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -181,9 +184,11 @@ def _select_score(task: str, targets: np.ndarray, proba: np.ndarray) -> dict[str
     return {k: m[k] for k in ("roc_auc", "balanced_accuracy", "accuracy")}
 
 
-def _validation_under_shift(task: str, model, images: np.ndarray, targets: np.ndarray, *, device,
+def _validation_under_shift(task: str, predict, images: np.ndarray, targets: np.ndarray, *,
                             seed: int) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """A variant's validation figures under the shift benchmark (:mod:`pneumo.shift`).
+    """A predictor's validation figures under the shift benchmark (:mod:`pneumo.shift`).
+
+    ``predict`` maps uint8 (N, H, W) images to (N, classes) probabilities.
 
     Returns the per-shift table (1a: ``roc_auc``; 1b: :func:`~pneumo.shift.multiclass_shift_metrics`)
     and its summary: ``val_shift_roc_auc_mean`` (the grid's ``shift`` selection criterion),
@@ -194,8 +199,7 @@ def _validation_under_shift(task: str, model, images: np.ndarray, targets: np.nd
             return {"roc_auc": float(binary_metrics(y, proba[:, 1])["roc_auc"])}
     else:
         metrics = multiclass_shift_metrics
-    table, _ = score_under_shifts(lambda x: predict_proba(model, x, device=device), images, targets,
-                                  metrics, seed=seed)
+    table, _ = score_under_shifts(predict, images, targets, metrics, seed=seed)
     summary = robustness_summary(table, "roc_auc")
     return table, {"val_shift_roc_auc_mean": summary["mean"], "val_shift_roc_auc_worst": summary["worst"],
                    "val_shift_worst": summary["worst_shift"]}
@@ -228,7 +232,8 @@ def train_variant(
     settings = {**config.replace(**{k: v for k, v in changes.items() if k != "arch"}).key_dict(),
                 "arch": arch, "epochs": epochs, "init": init_key}
     # Fields that choose among variants or set the test threshold do not change a variant.
-    for unused in ("grid", "grid_epochs", "bootstrap", "comparators", "profile", "selection", "threshold_rule"):
+    for unused in ("grid", "grid_epochs", "bootstrap", "comparators", "profile", "selection", "threshold_rule",
+                   "seeds"):
         settings.pop(unused, None)
     entry = cache.lookup(f"{task}-variant", settings, data.fingerprint, task_spec(task).code)
     if entry.exists and not config.force:
@@ -265,8 +270,9 @@ def train_variant(
         with out.phase("validate"):
             val_proba = predict_proba(model, val_x, device=device)
         with out.phase("shift"):
-            shifts, under_shift = _validation_under_shift(task, model, val_x, _targets(val_rows, task),
-                                                          device=device, seed=config.seed)
+            shifts, under_shift = _validation_under_shift(
+                task, lambda x: predict_proba(model, x, device=device), val_x, _targets(val_rows, task),
+                seed=config.seed)
         out.json("params", settings)
         out.json("metrics", {**_select_score(task, _targets(val_rows, task), val_proba), **under_shift,
                              "best_epoch": result.best_epoch, "epochs_run": len(result.history),
@@ -336,6 +342,12 @@ def run_classification(config: ClassifierConfig, *, compute: bool = True) -> Ent
                                   cache=cache, **_init_for(changes, init_state, init_key))
         with out.phase("test"):
             summary = _evaluate(config, final, final_data, out)
+        if config.seeds > 1:
+            with out.phase("seeds"):
+                seeds = _seed_replicas(config, final, final_data, changes, cache, summary,
+                                       **_init_for(changes, init_state, init_key))
+            out.table("seeds", seeds)
+            summary.update(seed_spread(seeds))
         out.json("params", {**config.to_dict(), "init_entry": init_key})
         out.json("metrics", {**summary, "chosen_variant": winner["variant"],
                              "data_synthetic": final_data.is_synthetic})
@@ -449,10 +461,7 @@ def _evaluate(config: ClassifierConfig, final: Entry, data: XrayDataset, out) ->
     """Score the chosen model once on *test*; write predictions, tables and curves."""
     task = _task_name(config)
     device = pick_device(config.device)
-    saved = final.load_model()
-    model = build_model(saved["config"])
-    model.load_state_dict(saved["state_dict"])
-    model.to(device)
+    model = _trained_model(final, device)
 
     val_x, val_rows = data.subset("val")
     test_x, test_rows = data.subset("test")
@@ -523,6 +532,103 @@ def _evaluate(config: ClassifierConfig, final: Entry, data: XrayDataset, out) ->
                     "train_seconds": final.metrics["train_seconds"],
                     "best_epoch": final.metrics["best_epoch"], "variant_entry": final.path.name})
     return summary
+
+
+def _seed_replicas(config: ClassifierConfig, final: Entry, data: XrayDataset, changes: dict[str, Any],
+                   cache: ResultCache, summary: dict[str, Any], *, init_state, init_key: str) -> pd.DataFrame:
+    """The chosen variant trained again with ``config.seeds - 1`` more seeds, and the ensemble of all.
+
+    Each replica is a variant entry of its own (seed ``config.seed + i``; the data split keeps
+    ``config.seed``), chooses its own 1a threshold by the same rule, and is scored on *test*
+    like the reported model (point estimates). The ensemble averages the members' probabilities.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per member (``member``, ``seed``; the reported model first, its figures taken
+        from ``summary``) and a last row for the ensemble (``seed`` NaN): the columns of
+        :data:`SEED_FIGURES` for the task.
+    """
+    task = _task_name(config)
+    device = pick_device(config.device)
+    figures = SEED_FIGURES[task]
+    rows = [{"member": f"seed {config.seed} (reported)", "seed": config.seed,
+             **{f: summary[f] for f in figures if f in summary},
+             "val_shift_roc_auc_mean": final.metrics["val_shift_roc_auc_mean"]}]
+    models = [_trained_model(final, device)]
+    for seed in range(config.seed + 1, config.seed + config.seeds):
+        log.info("%s: seed %d of %d", task, seed - config.seed + 1, config.seeds)
+        entry = train_variant(config.replace(seed=seed), data, changes=changes, epochs=config.epochs,
+                              cache=cache, init_state=init_state, init_key=init_key)
+        models.append(_trained_model(entry, device))
+        rows.append({"member": f"seed {seed}", "seed": seed,
+                     **_test_figures(config, lambda x, m=models[-1]: predict_proba(m, x, device=device), data),
+                     "val_shift_roc_auc_mean": entry.metrics["val_shift_roc_auc_mean"]})
+
+    def ensemble(x: np.ndarray) -> np.ndarray:  # (N, H, W) uint8 -> (N, classes)
+        return np.mean([predict_proba(m, x, device=device) for m in models], axis=0)
+
+    figures_of_ensemble = _test_figures(config, ensemble, data)
+    if task != "binary":  # 1a's shift figure comes with its threshold; 1b's is scored here
+        figures_of_ensemble["val_shift_roc_auc_mean"] = _validation_under_shift(
+            task, ensemble, *_xy(data, "val", task), seed=config.seed)[1]["val_shift_roc_auc_mean"]
+    rows.append({"member": f"ensemble of {len(models)}", "seed": np.nan, **figures_of_ensemble})
+    return pd.DataFrame(rows)
+
+
+#: The test figures of each seed replica and of the seed ensemble (``metrics.json`` keys).
+SEED_FIGURES = {
+    "binary": ("test_roc_auc", "test_accuracy", "test_sensitivity", "test_specificity", "threshold"),
+    "multiclass": ("test_accuracy", "test_balanced_accuracy", "test_roc_auc", "bacterial_vs_viral_roc_auc"),
+}
+
+
+def seed_spread(seeds: pd.DataFrame) -> dict[str, float]:
+    """Mean, standard deviation and range over the seed replicas (not the ensemble) of each
+    figure of a ``seeds`` table, and the ensemble's figures: ``seeds_{figure}_mean`` / ``_sd`` /
+    ``_min`` / ``_max``, ``ensemble_{figure}`` and ``seeds`` (how many)."""
+    members, ensemble = seeds[seeds["seed"].notna()], seeds[seeds["seed"].isna()].iloc[0]
+    spread: dict[str, float] = {"seeds": int(len(members))}
+    for figure in [c for c in seeds.columns if c not in ("member", "seed")]:
+        values = members[figure].astype(float)
+        spread.update({f"seeds_{figure}_mean": float(values.mean()), f"seeds_{figure}_sd": float(values.std(ddof=1)),
+                       f"seeds_{figure}_min": float(values.min()), f"seeds_{figure}_max": float(values.max()),
+                       f"ensemble_{figure}": float(ensemble[figure])})
+    return spread
+
+
+def _trained_model(entry: Entry, device):
+    """The network of a variant entry, on ``device``, in eval mode."""
+    saved = entry.load_model()
+    model = build_model(saved["config"])
+    model.load_state_dict(saved["state_dict"])
+    return model.to(device).eval()
+
+
+def _xy(data: XrayDataset, split: str, task: str) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 (N, H, W) images of a split and their task targets (N,)."""
+    images, rows = data.subset(split)
+    return images, _targets(rows, task)
+
+
+def _test_figures(config: ClassifierConfig, predict, data: XrayDataset) -> dict[str, float]:
+    """The :data:`SEED_FIGURES` of a predictor (uint8 (N, H, W) -> (N, classes) probabilities) on
+    *test*, point estimates; 1a's threshold is chosen on validation as the reported model's is."""
+    task = _task_name(config)
+    y_test = _xy(data, "test", task)[1]
+    test_proba = predict(data.subset("test")[0])  # (N, classes)
+    if task == "binary":
+        threshold, _, shifts, _ = threshold_under_shift(lambda x: predict(x)[:, 1], *_xy(data, "val", task),
+                                                        rule=config.threshold_rule, seed=config.seed)
+        m = binary_metrics(y_test, test_proba[:, 1], threshold=threshold)
+        return {"test_roc_auc": float(m["roc_auc"]), "test_accuracy": float(m["accuracy"]),
+                "test_sensitivity": float(m["sensitivity"]), "test_specificity": float(m["specificity"]),
+                "threshold": threshold, "val_shift_roc_auc_mean": robustness_summary(shifts, "roc_auc")["mean"]}
+    m = multiclass_metrics(y_test, test_proba, class_names=CLASSES)
+    sick = y_test > 0
+    bv = binary_metrics((y_test[sick] == 2).astype(int), viral_given_pneumonia(test_proba[sick]))
+    return {"test_accuracy": float(m["accuracy"]), "test_balanced_accuracy": float(m["balanced_accuracy"]),
+            "test_roc_auc": float(m["roc_auc"]), "bacterial_vs_viral_roc_auc": float(bv["roc_auc"])}
 
 
 def _prediction_frame(rows: pd.DataFrame, proba: np.ndarray, classes, split: str) -> pd.DataFrame:

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from pneumo.report.generalisation import ANCHORS, generalisation_section, provenance_paragraph
+from pneumo.report.generalisation import (ANCHORS, SEED_ROWS, generalisation_section, provenance_paragraph,
+                                           seed_block, seed_table)
 
 QMD = Path(__file__).resolve().parents[1] / "report" / "_generalisation.qmd"
 
@@ -45,3 +46,38 @@ def test_generalisation_section_reads_every_shift_benchmark(smoke_entries):
     assert g.official is None and "synthetic phantoms" in g.provenance_text
     assert g.n_shifts == 12 and g.drop == pytest.approx((table["Validation"] - table["Worst shift"]).max())
     assert len(g.anchor_table) == len(ANCHORS) + 2
+
+
+class _SeedEntry:
+    """The parts of a ReportEntry the seed table reads."""
+
+    def __init__(self, seeds=None, count=1):
+        self._seeds, self.params = seeds, {"seeds": count, "profile": "cpu"}
+
+    def has_table(self, name):
+        return name == "seeds" and self._seeds is not None
+
+    def table(self, name):
+        return self._seeds
+
+
+def test_seed_table_spreads_each_figure_and_the_paragraph_cites_it():
+    import numpy as np
+    import pandas as pd
+
+    binary = pd.DataFrame({
+        "member": ["seed 0 (reported)", "seed 1", "seed 2", "ensemble of 3"], "seed": [0, 1, 2, np.nan],
+        "test_roc_auc": [0.97, 0.99, 0.98, 0.985], "test_accuracy": [0.90, 0.94, 0.92, 0.93],
+        "test_sensitivity": [0.99, 0.98, 0.97, 0.98], "test_specificity": [0.80, 0.88, 0.84, 0.86],
+        "threshold": [0.2, 0.9, 0.5, 0.6], "val_shift_roc_auc_mean": [0.95, 0.96, 0.97, 0.97]})
+    table = seed_table(_SeedEntry(binary, 3), _SeedEntry())
+    assert list(table["Figure"]) == [label for task, _, label in SEED_ROWS if task == "binary"]
+    auc = table.iloc[0]
+    assert (auc["Reported model"], auc["Lowest"], auc["Highest"], auc["Seed ensemble"]) == (0.97, 0.97, 0.99, 0.985)
+    assert auc["Mean over seeds"] == pytest.approx(0.98) and auc["SD"] == pytest.approx(0.01)
+    block = seed_block(_SeedEntry(binary, 3), _SeedEntry(), table)
+    # The threshold moves most, but a cut is no figure of merit: the widest range is specificity's.
+    assert "(3 seeds of Task 1a; 1 seed of Task 1b;" in block and '"Task 1a, test specificity at its threshold", 0.800 to 0.880' in block
+    assert block.rstrip().endswith("{#tbl-seeds}") and "@tbl-seeds" in block
+    one = seed_block(_SeedEntry(), _SeedEntry(), None)
+    assert one.startswith("**Seeds.** Every network of this run was trained with one seed") and "|" not in one

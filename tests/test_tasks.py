@@ -10,9 +10,11 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
-from pneumo.classification import BinaryConfig, MulticlassConfig, grid_ranking, grid_variants, run_classification
+from pneumo.classification import (SEED_FIGURES, BinaryConfig, MulticlassConfig, grid_ranking, grid_variants,
+                                   run_classification)
 from pneumo.shift import SHIFTS
 from pneumo.config import ConfigError
 from pneumo.data import DataLayoutError
@@ -273,3 +275,29 @@ def test_grid_in_two_workers_fills_the_cache_one_worker_finds(task_phantoms, tmp
     grid = entry.table("grid")
     assert grid["status"].eq("trained").all() and len(grid) == len(grid_variants(config))
     assert len(list((tmp_path / "binary-variant").iterdir())) == len(grid)  # none trained twice
+
+
+@pytest.mark.parametrize("task_config", [BinaryConfig, MulticlassConfig])
+def test_seeds_retrain_the_chosen_variant_and_ensemble_it(task_config, task_phantoms, tmp_path):
+    """seeds=2: a second replica of the chosen variant (its own variant entry, the same split)
+    and the ensemble of both are scored on test; the first row is the reported model."""
+    extra = {"init": "scratch"} if task_config is MulticlassConfig else {}
+    config = task_config.create("smoke", data=str(task_phantoms), cache=str(tmp_path), device="cpu", num_workers=1,
+                                grid="none", epochs=2, bootstrap=20, seeds=2, **extra)
+    entry = run_classification(config)
+    seeds, metrics = entry.table("seeds"), entry.metrics
+    assert list(seeds["member"]) == ["seed 0 (reported)", "seed 1", "ensemble of 2"]
+    assert seeds["seed"].iloc[:2].tolist() == [0, 1] and np.isnan(seeds["seed"].iloc[2])
+    task = "binary" if task_config is BinaryConfig else "multiclass"
+    figures = SEED_FIGURES[task]
+    for figure in (*figures, "val_shift_roc_auc_mean"):
+        assert seeds[figure].notna().all(), figure
+        values = seeds[figure].iloc[:2]
+        assert metrics[f"seeds_{figure}_mean"] == pytest.approx(values.mean())
+        assert metrics[f"seeds_{figure}_min"] <= metrics[f"seeds_{figure}_max"]
+        assert metrics[f"ensemble_{figure}"] == pytest.approx(seeds[figure].iloc[2])
+    assert seeds[figures[0]].iloc[0] == pytest.approx(metrics[figures[0]])  # the reported model's figure
+    assert metrics["seeds"] == 2
+    # Each replica is a variant entry of its own; the seed changes the training, not the key of the split.
+    assert len(list((tmp_path / f"{task}-variant").iterdir())) == 2
+    assert not seeds.iloc[0][list(figures)].equals(seeds.iloc[1][list(figures)])

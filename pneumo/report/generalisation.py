@@ -19,10 +19,12 @@ from pneumo.report.anomaly import score_name
 from pneumo.report.entries import ReportEntry, task_entry
 from pneumo.report.provenance import entry_provenance
 from pneumo.report.section import Section
-from pneumo.report.text import num, pct
+from pneumo.report.tables import md_table
+from pneumo.report.text import num, pct, plural
 from pneumo.shift import THRESHOLD_RULES_UNDER_SHIFT, robustness_summary
 
-__all__ = ["generalisation_section", "ANCHORS", "figures_table", "anchor_table", "provenance_paragraph"]
+__all__ = ["generalisation_section", "ANCHORS", "figures_table", "anchor_table", "provenance_paragraph",
+           "seed_table", "seed_paragraph", "seed_block"]
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +77,82 @@ def figures_table(binary: ReportEntry, multiclass: ReportEntry, embeddings: Repo
              e["net_1a_binary_test_balanced_accuracy"]),
         _row("Task 3, anomaly detector, ROC AUC", detector, "roc_auc", a["test_roc_auc"]),
     ])
+
+
+#: The Task 1 figures of the seed table: (task, ``seeds`` column, label).
+SEED_ROWS = (
+    ("binary", "test_roc_auc", "Task 1a, test ROC AUC"),
+    ("binary", "test_accuracy", "Task 1a, test accuracy at its threshold"),
+    ("binary", "test_specificity", "Task 1a, test specificity at its threshold"),
+    ("binary", "threshold", "Task 1a, decision threshold"),
+    ("binary", "val_shift_roc_auc_mean", "Task 1a, validation ROC AUC, mean under shift"),
+    ("multiclass", "test_accuracy", "Task 1b, test accuracy"),
+    ("multiclass", "test_balanced_accuracy", "Task 1b, test balanced accuracy"),
+    ("multiclass", "bacterial_vs_viral_roc_auc", "Task 1b, bacterial vs viral test ROC AUC"),
+    ("multiclass", "val_shift_roc_auc_mean", "Task 1b, validation macro ROC AUC, mean under shift"),
+)
+
+
+THRESHOLD_ROW = "Task 1a, decision threshold"
+
+
+def seed_table(binary: ReportEntry, multiclass: ReportEntry) -> pd.DataFrame | None:
+    """Task 1's figures over its seed replicas: the reported model, mean, SD, range, the ensemble.
+
+    Returns
+    -------
+    pandas.DataFrame or None
+        One row per figure of :data:`SEED_ROWS` whose task trained more than one seed
+        (its ``seeds`` table); None when neither did.
+    """
+    tables = {task: entry.table("seeds") for task, entry in (("binary", binary), ("multiclass", multiclass))
+              if entry.has_table("seeds")}
+    rows = []
+    for task, column, label in SEED_ROWS:
+        if task not in tables:
+            continue
+        seeds = tables[task]
+        members, ensemble = seeds[seeds["seed"].notna()][column], seeds[seeds["seed"].isna()][column]
+        rows.append({"Figure": label, "Reported model": members.iloc[0], "Mean over seeds": members.mean(),
+                     "SD": members.std(ddof=1), "Lowest": members.min(), "Highest": members.max(),
+                     "Seed ensemble": ensemble.iloc[0]})
+    return pd.DataFrame(rows) if rows else None
+
+
+def seed_paragraph(binary: ReportEntry, multiclass: ReportEntry, table: pd.DataFrame | None) -> str:
+    """What the seeds say: how many, how far the figures spread, what the ensemble adds."""
+    counts = {task: int(entry.params.get("seeds", 1)) for task, entry in
+              (("Task 1a", binary), ("Task 1b", multiclass))}
+    if table is None:
+        return ("Every network of this run was trained with one seed (`seeds` = 1, the budget of the "
+                f"`{binary.params.get('profile', 'cpu')}` profile), so its figures carry the spread of one draw of "
+                "initialisation and batch order, which the confidence intervals do not include; the `gpu` "
+                "profile trains three seeds of each Task 1 network and reports their spread here.")
+    first = table.iloc[0]
+    figures = table[table["Figure"] != THRESHOLD_ROW]  # a cut is not a figure of merit
+    widest = figures.loc[(figures["Highest"] - figures["Lowest"]).idxmax()]
+    text = (f"Task 1's chosen configurations were trained with several seeds (" +
+            "; ".join(plural(n, "seed") + f" of {task}" for task, n in counts.items()) +
+            "; the data split and every setting fixed), and @tbl-seeds gives the spread of their figures. "
+            f"\"{first['Figure']}\" ranges from {num(first['Lowest'])} to {num(first['Highest'])} "
+            f"(SD {num(first['SD'])}), and the seed ensemble, which averages the members' probabilities, scores "
+            f"{num(first['Seed ensemble'])} there against the reported model's {num(first['Reported model'])}.")
+    if widest["Figure"] != first["Figure"]:
+        text += (f" The widest range is that of \"{widest['Figure']}\", {num(widest['Lowest'])} to "
+                 f"{num(widest['Highest'])}.")
+    return text
+
+
+def seed_block(binary: ReportEntry, multiclass: ReportEntry, table: pd.DataFrame | None) -> str:
+    """The seeds paragraph and, when there are seeds, their table (captioned, ``@tbl-seeds``),
+    as Markdown: a table that only some runs have cannot be a fixed cell of the ``.qmd``."""
+    text = "**Seeds.** " + seed_paragraph(binary, multiclass, table) + "\n"
+    if table is None:
+        return text
+    return (text + "\n" + md_table(table, floatfmt=".3f", align={"Figure": "left"}).data +
+            "\n\n: Task 1's figures over its seeds: the reported model (the first seed), the mean, standard "
+            "deviation and range over the seeds, and the ensemble that averages their probabilities. Each member "
+            "and the ensemble choose their own threshold on validation by the same rule. {#tbl-seeds}\n")
 
 
 def anchor_table(binary: ReportEntry, anomaly: ReportEntry) -> pd.DataFrame:
@@ -134,7 +212,9 @@ def generalisation_section(binary: ReportEntry | None = None, multiclass: Report
     Section
         ``figures_table`` and ``anchor_table`` for ``md_table``; ``provenance_text``, ``official`` (True, False or None),
         ``threshold_text``, ``detector_text``, ``n_shifts``, ``largest_drop`` (the figure
-        that falls most from validation to its worst shift) and ``drop``.
+        that falls most from validation to its worst shift) and ``drop``; the seeds:
+        ``seed_table`` (:func:`seed_table`, None with one seed) and ``seed_block`` (the seeds
+        paragraph and table as Markdown, :func:`seed_block`).
     """
     binary = binary or task_entry("binary")
     multiclass = multiclass or task_entry("multiclass")
@@ -144,6 +224,7 @@ def generalisation_section(binary: ReportEntry | None = None, multiclass: Report
     table = figures_table(binary, multiclass, embeddings, anomaly)
     drops = table["Validation"] - table["Worst shift"]
     worst = table.loc[drops.idxmax()]
+    seeds = seed_table(binary, multiclass)
     log.debug("generalisation section: test folder official=%s", provenance.official)
     return Section(
         figures_table=table, anchor_table=anchor_table(binary, anomaly),
@@ -152,4 +233,5 @@ def generalisation_section(binary: ReportEntry | None = None, multiclass: Report
         n_shifts=int(binary.table("val_shifts")["shift"].nunique() - 1),
         largest_drop=str(worst["Figure"]), drop=float(drops.max()), drop_shift=str(worst["Worst of the shifts"]),
         border_mask=pct(float(binary.params.get("border_mask", 0.0)), 0),
+        seed_table=seeds, seed_block=seed_block(binary, multiclass, seeds),
     )
