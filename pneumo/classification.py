@@ -77,6 +77,8 @@ class ClassifierConfig(TaskConfig):
     border_mask: float = param(0.12, "black out a random border frame up to this share of the side on half "
                                "the training images, with or without augment (0: off)", interval="[0, 0.5)")
     label_smoothing: float = param(0.0, "cross-entropy label smoothing", interval="[0, 1)")
+    mixup: float = param(0.0, "mixup's alpha: blend each training batch with a shuffled copy of itself, images "
+                         "and labels, by a Beta(alpha, alpha) weight (0: off)", interval="[0, inf)")
     seeds: int = param(1, "training seeds of the chosen variant: the first gives the reported model, the "
                        "others measure the spread of its test figures and join it in a seed ensemble",
                        interval="[1, inf)")
@@ -263,7 +265,8 @@ def train_variant(
                 warmup_epochs=settings["warmup_epochs"], patience=settings["patience"],
                 balance=settings["balance"], augment=settings["augment"],
                 border_mask=settings["border_mask"],
-                label_smoothing=settings["label_smoothing"], device=device, seed=config.seed,
+                label_smoothing=settings["label_smoothing"], mixup=settings["mixup"], device=device,
+                seed=config.seed,
             )
         stop_if_interrupted(result, cache.root, f"{task}-variant-{key}", settings)
         model.load_state_dict(result.best_state)

@@ -50,6 +50,7 @@ balance = None
 augment = None
 border_mask = None
 label_smoothing = None
+mixup = None
 seeds = None
 selection = None
 val_fraction = None

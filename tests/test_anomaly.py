@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
+from pneumo.training.augment import jittered_copies
 from pneumo.anomaly import (
     shift_summary,
     shift_table,
@@ -20,7 +21,6 @@ from pneumo.anomaly import (
     ae_variants,
     build_autoencoder,
     gaussian_blur,
-    jittered_copies,
     latent_scores,
     normal_images,
     rank_on_validation,

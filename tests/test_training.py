@@ -241,3 +241,25 @@ def test_border_frame_stays_on_without_augmentation_and_then_alone():
     x = to_model_input(torch.from_numpy(make_discs(4, seed=3)[0]))
     kept = augment_batch(x, torch.Generator().manual_seed(0), **{**alone, "border_mask": 0.0})
     torch.testing.assert_close(kept, x, atol=1e-5, rtol=0)  # no jitter at all
+
+
+def test_mixup_learns_reproducibly_and_changes_the_training(data):
+    a = fit(tiny_vgg(), data, epochs=4, mixup=0.4, patience=0)
+    b = fit(tiny_vgg(), data, epochs=4, mixup=0.4, patience=0)
+    plain = fit(tiny_vgg(), data, epochs=4, patience=0)
+    pd.testing.assert_frame_equal(a.history.drop(columns=TIMING), b.history.drop(columns=TIMING))
+    assert not a.history["train_loss"].equals(plain.history["train_loss"])
+    assert a.history["val_auc"].max() > 0.9  # the discs are still learnt from blended images
+
+
+def test_test_time_augmentation_averages_jittered_views(data):
+    from pneumo.training.augment import jittered_copies
+
+    model = tiny_vgg().eval()
+    xv = data[2][:20]
+    once = predict_proba(model, xv, device=CPU, tta=2, seed=3)
+    np.testing.assert_allclose(once, predict_proba(model, xv, device=CPU, tta=2, seed=3))
+    views = np.concatenate([xv, jittered_copies(xv, 2, seed=3)])
+    expected = predict_proba(model, views, device=CPU).reshape(3, 20, 2).mean(axis=0)
+    np.testing.assert_allclose(once, expected, atol=1e-6)
+    assert not np.allclose(once, predict_proba(model, xv, device=CPU))

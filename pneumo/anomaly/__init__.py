@@ -32,7 +32,7 @@ from pneumo.anomaly.config import (
     SELECTION_CRITERIA,
     AnomalyConfig,
 )
-from pneumo.anomaly.data import corrupt, jittered_copies, normal_images, shrink
+from pneumo.anomaly.data import corrupt, normal_images, shrink
 from pneumo.anomaly.evaluation import add_test_columns, comparison_metrics, headline_metrics, rank_on_validation
 from pneumo.anomaly.robustness import shift_summary, shift_table, shifted_images
 from pneumo.anomaly.scores import (
@@ -70,7 +70,6 @@ __all__ = [
     "encode_and_score",
     "gaussian_blur",
     "headline_metrics",
-    "jittered_copies",
     "latent_scores",
     "load_xrv_autoencoder",
     "normal_images",

@@ -111,35 +111,3 @@ def corrupt(x: Tensor, kind: str, generator: torch.Generator, *, noise_std: floa
         return x * (1 - hit)
     raise ValueError(f"unknown corruption {kind!r}")
 
-
-def jittered_copies(images: np.ndarray, copies: int, *, seed: int) -> np.ndarray:
-    """``copies`` randomly jittered copies of uint8 (N, H, W) images, as training augments them.
-
-    The jitter is :func:`pneumo.training.augment_batch`'s (rotation, zoom, offset, exposure),
-    the autoencoders' own training augmentation, applied in the network's input units and
-    turned back into uint8.
-
-    Parameters
-    ----------
-    images
-        uint8 (N, H, W), already intensity-normalised as the autoencoder sees them.
-    copies
-        How many jittered copies of each image.
-    seed
-        Seed of the jitter.
-
-    Returns
-    -------
-    numpy.ndarray
-        uint8 (N * copies, H, W): copy 1 of every image, then copy 2, ...
-    """
-    from pneumo.imaging import from_model_input, to_model_input
-    from pneumo.training import augment_batch
-
-    generator = torch.Generator().manual_seed(seed)
-    out = []
-    for _ in range(copies):
-        for i in range(0, len(images), 512):
-            x = to_model_input(torch.from_numpy(np.ascontiguousarray(images[i:i + 512])))  # (b, 1, H, W)
-            out.append(from_model_input(augment_batch(x, generator))[:, 0].numpy())
-    return np.concatenate(out) if out else images[:0].copy()

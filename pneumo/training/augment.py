@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from pneumo.imaging import BLACK, PIXEL_MEAN, PIXEL_STD
+from pneumo.imaging import BLACK, PIXEL_MEAN, PIXEL_STD, from_model_input, to_model_input
 
 
 #: :func:`augment_batch` options that turn every random jitter off (the border frame may stay).
@@ -117,3 +118,33 @@ def _mask_border(x: Tensor, generator: torch.Generator, max_fraction: float) -> 
     w = (u[:, 0] * max_fraction * W).round().mul_(masked).view(B, 1, 1)
     frame = (rows < h) | (rows >= H - h) | (cols < w) | (cols >= W - w)  # (B, H, W)
     return x.masked_fill(frame.unsqueeze(1), BLACK)
+
+
+def jittered_copies(images: np.ndarray, copies: int, *, seed: int) -> np.ndarray:
+    """``copies`` randomly jittered copies of uint8 (N, H, W) images, as training augments them.
+
+    The jitter is :func:`augment_batch`'s (rotation, zoom, offset, exposure), the networks'
+    training augmentation, applied in the network's input units and turned back into uint8:
+    Task 3's normal reference and Task 1's test-time augmentation.
+
+    Parameters
+    ----------
+    images
+        uint8 (N, H, W), as the network reads them.
+    copies
+        How many jittered copies of each image.
+    seed
+        Seed of the jitter.
+
+    Returns
+    -------
+    numpy.ndarray
+        uint8 (N * copies, H, W): copy 1 of every image, then copy 2, ...
+    """
+    generator = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(copies):
+        for i in range(0, len(images), 512):
+            x = to_model_input(torch.from_numpy(np.ascontiguousarray(images[i:i + 512])))  # (b, 1, H, W)
+            out.append(from_model_input(augment_batch(x, generator))[:, 0].numpy())
+    return np.concatenate(out) if out else images[:0].copy()

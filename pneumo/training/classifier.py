@@ -83,6 +83,7 @@ def train_classifier(
     augment: bool = True,
     border_mask: float = 0.0,
     label_smoothing: float = 0.0,
+    mixup: float = 0.0,
     device: torch.device,
     seed: int = 0,
     select_metric: str = "val_auc",
@@ -125,6 +126,9 @@ def train_classifier(
         training images (0: off), with or without ``augment``.
     label_smoothing
         Cross-entropy label smoothing.
+    mixup
+        Mixup's α [zhang2018]: each batch is blended with a shuffled copy of itself, images
+        and losses alike, by a weight drawn from Beta(α, α) (0: off).
     device
         Compute device; mixed precision (``pneumo.device.autocast``) on CUDA, with a
         GradScaler only if that means float16.
@@ -178,11 +182,22 @@ def train_classifier(
     # Per-image draw probability for balance='sampling': every class equally likely.
     draw_weight = (1.0 / counts.clamp(min=1).float())[y_train] if balance == "sampling" else None
 
+    # Mixup's weights come from their own seeded stream, so runs with the same seed agree.
+    mixing = np.random.default_rng(seed)
+
     def batch_loss(model: nn.Module, x: Tensor, idx: Tensor, generator: torch.Generator):
         y = y_train[idx]  # (B,)
+        if mixup > 0:
+            weight = float(mixing.beta(mixup, mixup))
+            partner = torch.randperm(len(idx), generator=generator, device=generator.device)  # (B,)
+            x = weight * x + (1 - weight) * x[partner]  # (B, 1, H, W), in the network's input units
         with autocast(device):
             logits = model(x)  # (B, C)
-        loss = F.cross_entropy(logits.float(), y, weight=class_weight, label_smoothing=label_smoothing)
+
+        def loss_of(targets: Tensor) -> Tensor:
+            return F.cross_entropy(logits.float(), targets, weight=class_weight, label_smoothing=label_smoothing)
+
+        loss = loss_of(y) if mixup <= 0 else weight * loss_of(y) + (1 - weight) * loss_of(y[partner])
         return loss, {"train_acc": (logits.detach().argmax(dim=1) == y).sum()}
 
     return fit(

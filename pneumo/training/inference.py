@@ -41,8 +41,9 @@ def _batched_outputs(model: nn.Module, images, batch_size: int, device: torch.de
 
 
 @torch.no_grad()
-def predict_proba(model: nn.Module, images: np.ndarray, *, batch_size: int = 256, device: torch.device) -> np.ndarray:
-    """Softmax class probabilities.
+def predict_proba(model: nn.Module, images: np.ndarray, *, batch_size: int = 256, device: torch.device,
+                  tta: int = 0, seed: int = 0) -> np.ndarray:
+    """Softmax class probabilities, optionally averaged over test-time augmentation.
 
     Parameters
     ----------
@@ -55,12 +56,25 @@ def predict_proba(model: nn.Module, images: np.ndarray, *, batch_size: int = 256
         Images per forward pass.
     device
         Where to compute.
+    tta
+        Test-time augmentation: also score this many jittered copies of every image
+        (:func:`~pneumo.training.augment.jittered_copies`, the training jitter) and average the
+        probabilities of the ``1 + tta`` views (0: the images as they are).
+    seed
+        Seed of the jitter.
 
     Returns
     -------
     numpy.ndarray
         (N, C) float32 probabilities; rows sum to 1.
     """
+    if tta:
+        from pneumo.training.augment import jittered_copies
+
+        plain = np.asarray(images).reshape(len(images), *np.shape(images)[-2:])  # (N, H, W)
+        views = np.concatenate([plain, jittered_copies(plain, tta, seed=seed)])  # ((1 + tta) * N, H, W)
+        proba = predict_proba(model, views, batch_size=batch_size, device=device)
+        return proba.reshape(1 + tta, len(plain), -1).mean(axis=0)
     logits = _batched_outputs(model, images, batch_size, device, use_features=False)
     return torch.softmax(torch.from_numpy(logits), dim=1).numpy()
 
