@@ -61,6 +61,8 @@ def test_loss_sentence_capitalises_and_names_smoothing():
     assert c_design._loss_sentence({"balance": "none", "label_smoothing": 0.0}) == capital(c.BALANCE_TEXT["none"])
     text = c_design._loss_sentence({"balance": "weights", "label_smoothing": 0.05})
     assert text.startswith("Class-weighted") and text.endswith("with label smoothing 0.05")
+    mixed = c_design._loss_sentence({"balance": "weights", "label_smoothing": 0.0, "mixup": 0.2})
+    assert mixed.endswith("by a weight drawn from Beta(0.2, 0.2))") and "smoothing" not in mixed
 
 
 def capital(text: str) -> str:

@@ -34,7 +34,10 @@ _BALANCE_SHORT = {"weights": "class-weighted cross-entropy", "sampling": "class-
 def _loss_sentence(config: Mapping[str, Any]) -> str:
     """The training loss of the chosen model, capitalised, without a final full stop."""
     smoothing = f" with label smoothing {config['label_smoothing']:g}" if config["label_smoothing"] else ""
-    return capitalise(BALANCE_TEXT[config["balance"]] + smoothing)
+    mixup = (f", on batches blended by mixup (each with a shuffled copy of itself, images and labels alike, by "
+             f"a weight drawn from Beta({config['mixup']:g}, {config['mixup']:g}))"
+             if config.get("mixup") else "")
+    return capitalise(BALANCE_TEXT[config["balance"]] + smoothing + mixup)
 
 
 def _augmentation_sentence(augment: bool, border_mask: float = 0.0) -> str:
