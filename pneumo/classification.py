@@ -43,6 +43,7 @@ from pneumo.runner import task_spec
 from pneumo.shift import (SELECTION_CRITERIA, THRESHOLD_RULES_UNDER_SHIFT, multiclass_shift_metrics,
                           robustness_summary, score_under_shifts, threshold_under_shift)
 from pneumo.training import predict_proba, stop_if_interrupted, train_classifier
+from pneumo.upstream import load_classifier
 
 log = logging.getLogger(__name__)
 
@@ -469,7 +470,7 @@ def _evaluate(config: ClassifierConfig, final: Entry, data: XrayDataset, out) ->
     """Score the chosen model once on *test*; write predictions, tables and curves."""
     task = _task_name(config)
     device = pick_device(config.device)
-    model = _trained_model(final, device)
+    model = load_classifier(final, device)[0]
 
     val_x, val_rows = data.subset("val")
     test_x, test_rows = data.subset("test")
@@ -563,12 +564,12 @@ def _seed_replicas(config: ClassifierConfig, final: Entry, data: XrayDataset, ch
     rows = [{"member": f"seed {config.seed} (reported)", "seed": config.seed,
              **{f: summary[f] for f in figures if f in summary},
              "val_shift_roc_auc_mean": final.metrics["val_shift_roc_auc_mean"]}]
-    models = [_trained_model(final, device)]
+    models = [load_classifier(final, device)[0]]
     for seed in range(config.seed + 1, config.seed + config.seeds):
         log.info("%s: seed %d of %d", task, seed - config.seed + 1, config.seeds)
         entry = train_variant(config.replace(seed=seed), data, changes=changes, epochs=config.epochs,
                               cache=cache, init_state=init_state, init_key=init_key)
-        models.append(_trained_model(entry, device))
+        models.append(load_classifier(entry, device)[0])
         rows.append({"member": f"seed {seed}", "seed": seed,
                      **_test_figures(config, lambda x, m=models[-1]: predict_proba(m, x, device=device), data),
                      "val_shift_roc_auc_mean": entry.metrics["val_shift_roc_auc_mean"]})
@@ -603,14 +604,6 @@ def seed_spread(seeds: pd.DataFrame) -> dict[str, float]:
                        f"seeds_{figure}_min": float(values.min()), f"seeds_{figure}_max": float(values.max()),
                        f"ensemble_{figure}": float(ensemble[figure])})
     return spread
-
-
-def _trained_model(entry: Entry, device):
-    """The network of a variant entry, on ``device``, in eval mode."""
-    saved = entry.load_model()
-    model = build_model(saved["config"])
-    model.load_state_dict(saved["state_dict"])
-    return model.to(device).eval()
 
 
 def _xy(data: XrayDataset, split: str, task: str) -> tuple[np.ndarray, np.ndarray]:

@@ -70,7 +70,7 @@ def _declare(*specs: TaskSpec) -> dict[str, TaskSpec]:
 #: Modules every task's numbers depend on: data, seeds and precision, pixels, networks, the
 #: training loop, metrics.
 _CORE = ("pneumo.data", "pneumo.device", "pneumo.imaging", "pneumo.models", "pneumo.training", "pneumo.metrics")
-_CLASSIFIER_CODE = ("pneumo.classification", "pneumo.shift", "pneumo.pool", *_CORE)
+_CLASSIFIER_CODE = ("pneumo.classification", "pneumo.shift", "pneumo.pool", "pneumo.upstream", *_CORE)
 
 #: The task graph: every task in a valid run order, with its code and the tasks it reads.
 TASK_REGISTRY: dict[str, TaskSpec] = _declare(

@@ -52,7 +52,10 @@ class _SeedEntry:
     """The parts of a ReportEntry the seed table reads."""
 
     def __init__(self, seeds=None, count=1):
+        from pneumo.classification import seed_spread
+
         self._seeds, self.params = seeds, {"seeds": count, "profile": "cpu"}
+        self.metrics = {} if seeds is None else seed_spread(seeds)
 
     def has_table(self, name):
         return name == "seeds" and self._seeds is not None

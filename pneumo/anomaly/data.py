@@ -110,4 +110,3 @@ def corrupt(x: Tensor, kind: str, generator: torch.Generator, *, noise_std: floa
         hit = F.interpolate(hit.float(), size=(H, W), mode="nearest")  # (B, 1, H, W) in {0, 1}
         return x * (1 - hit)
     raise ValueError(f"unknown corruption {kind!r}")
-

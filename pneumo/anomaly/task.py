@@ -40,7 +40,6 @@ import torch
 from pneumo.anomaly.comparator import XRV_AE_WEIGHTS, XRVAutoencoderUnavailable, load_xrv_autoencoder, xrv_mse_scores
 from pneumo.anomaly.config import SCORES, AnomalyConfig
 from pneumo.anomaly.data import normal_images, shrink
-from pneumo.training.augment import jittered_copies
 from pneumo.anomaly.evaluation import add_test_columns, comparison_metrics, headline_metrics, rank_on_validation
 from pneumo.anomaly.robustness import shift_summary, shift_table, shifted_images
 from pneumo.anomaly.scores import encode_and_score, latent_scores, threshold_from_normals
@@ -54,6 +53,7 @@ from pneumo.pool import map_in_workers
 from pneumo.results import Entry, ResultCache
 from pneumo.runner import task_spec
 from pneumo.training import TrainResult, stop_if_interrupted
+from pneumo.training.augment import jittered_copies
 
 log = logging.getLogger(__name__)
 

@@ -79,21 +79,20 @@ def figures_table(binary: ReportEntry, multiclass: ReportEntry, embeddings: Repo
     ])
 
 
+THRESHOLD_ROW = "Task 1a, decision threshold"
+
 #: The Task 1 figures of the seed table: (task, ``seeds`` column, label).
 SEED_ROWS = (
     ("binary", "test_roc_auc", "Task 1a, test ROC AUC"),
     ("binary", "test_accuracy", "Task 1a, test accuracy at its threshold"),
     ("binary", "test_specificity", "Task 1a, test specificity at its threshold"),
-    ("binary", "threshold", "Task 1a, decision threshold"),
+    ("binary", "threshold", THRESHOLD_ROW),
     ("binary", "val_shift_roc_auc_mean", "Task 1a, validation ROC AUC, mean under shift"),
     ("multiclass", "test_accuracy", "Task 1b, test accuracy"),
     ("multiclass", "test_balanced_accuracy", "Task 1b, test balanced accuracy"),
     ("multiclass", "bacterial_vs_viral_roc_auc", "Task 1b, bacterial vs viral test ROC AUC"),
     ("multiclass", "val_shift_roc_auc_mean", "Task 1b, validation macro ROC AUC, mean under shift"),
 )
-
-
-THRESHOLD_ROW = "Task 1a, decision threshold"
 
 
 def seed_table(binary: ReportEntry, multiclass: ReportEntry) -> pd.DataFrame | None:
@@ -103,19 +102,20 @@ def seed_table(binary: ReportEntry, multiclass: ReportEntry) -> pd.DataFrame | N
     -------
     pandas.DataFrame or None
         One row per figure of :data:`SEED_ROWS` whose task trained more than one seed
-        (its ``seeds`` table); None when neither did.
+        (its ``seeds`` table, and the spread :func:`pneumo.classification.seed_spread` put in its
+        metrics); None when neither did.
     """
-    tables = {task: entry.table("seeds") for task, entry in (("binary", binary), ("multiclass", multiclass))
-              if entry.has_table("seeds")}
+    entries = {task: entry for task, entry in (("binary", binary), ("multiclass", multiclass))
+               if entry.has_table("seeds")}
     rows = []
     for task, column, label in SEED_ROWS:
-        if task not in tables:
+        if task not in entries:
             continue
-        seeds = tables[task]
-        members, ensemble = seeds[seeds["seed"].notna()][column], seeds[seeds["seed"].isna()][column]
-        rows.append({"Figure": label, "Reported model": members.iloc[0], "Mean over seeds": members.mean(),
-                     "SD": members.std(ddof=1), "Lowest": members.min(), "Highest": members.max(),
-                     "Seed ensemble": ensemble.iloc[0]})
+        m = entries[task].metrics
+        rows.append({"Figure": label, "Reported model": entries[task].table("seeds")[column].iloc[0],
+                     "Mean over seeds": m[f"seeds_{column}_mean"], "SD": m[f"seeds_{column}_sd"],
+                     "Lowest": m[f"seeds_{column}_min"], "Highest": m[f"seeds_{column}_max"],
+                     "Seed ensemble": m[f"ensemble_{column}"]})
     return pd.DataFrame(rows) if rows else None
 
 

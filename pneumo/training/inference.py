@@ -8,6 +8,7 @@ from torch import Tensor, nn
 
 from pneumo.device import autocast, memory_format
 from pneumo.imaging import as_uint8_tensor, to_model_input
+from pneumo.training.augment import jittered_copies
 
 
 @torch.no_grad()
@@ -69,8 +70,6 @@ def predict_proba(model: nn.Module, images: np.ndarray, *, batch_size: int = 256
         (N, C) float32 probabilities; rows sum to 1.
     """
     if tta:
-        from pneumo.training.augment import jittered_copies
-
         plain = np.asarray(images).reshape(len(images), *np.shape(images)[-2:])  # (N, H, W)
         views = np.concatenate([plain, jittered_copies(plain, tta, seed=seed)])  # ((1 + tta) * N, H, W)
         proba = predict_proba(model, views, batch_size=batch_size, device=device)
