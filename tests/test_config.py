@@ -21,7 +21,8 @@ def test_profile_then_overrides():
 
 
 def test_none_means_profile_value():
-    assert BinaryConfig.create("cpu", epochs=None).epochs == BinaryConfig().epochs
+    assert BinaryConfig.create("cpu", epochs=None).epochs == BinaryConfig.PROFILES["cpu"]["epochs"]
+    assert BinaryConfig.create("cpu", dropout=None).dropout == BinaryConfig().dropout  # not in the profile
 
 
 def test_auto_profile_follows_data_and_hardware(monkeypatch, phantom_root, tmp_path):

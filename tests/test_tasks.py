@@ -271,15 +271,18 @@ def test_task_kernels_get_their_environment_and_an_encrypted_transport(tmp_path,
 
 
 def test_grid_in_two_workers_fills_the_cache_one_worker_finds(task_phantoms, tmp_path):
-    """train_workers trains the grid's variants in worker processes into the cache; the key
-    ignores it, so a run in one process finds the entry and every variant."""
+    """train_workers trains the grid's variants, then the seed replicas, in worker processes
+    into the cache; the key ignores it, so a run in one process finds the entry and every variant."""
     config = BinaryConfig.create("smoke", data=str(task_phantoms), cache=str(tmp_path), device="cpu",
-                                 num_workers=1, epochs=1, bootstrap=20, train_workers=2)
+                                 num_workers=1, epochs=1, bootstrap=20, train_workers=2, seeds=2)
     entry = run_classification(config)
     assert run_classification(config.replace(train_workers=1), compute=False).path == entry.path
     grid = entry.table("grid")
     assert grid["status"].eq("trained").all() and len(grid) == len(grid_variants(config))
-    assert len(list((tmp_path / "binary-variant").iterdir())) == len(grid)  # none trained twice
+    # One entry per variant (the final is the winner's: 1 epoch either way) and the seed-1
+    # replica, which a worker trained on the reported model's split: none trained twice.
+    assert len(list((tmp_path / "binary-variant").iterdir())) == len(grid) + 1
+    assert entry.table("seeds")["seed"].iloc[:2].tolist() == [0, 1]
 
 
 @pytest.mark.parametrize("task_config", [BinaryConfig, MulticlassConfig])
