@@ -329,7 +329,9 @@ def run_classification(config: ClassifierConfig, *, compute: bool = True) -> Ent
         inherit["intensity"] = chosen["config"].get("intensity", "none")
         if chosen["config"].get("arch", "vgg") == "vgg":
             config = config.replace(**inherit)
-            init_state, init_key = chosen["state_dict"], binary_entry.path.name
+            # Named by 1a's network (its variant entry), not by 1a's task entry, whose key also
+            # holds what does not change the network (seeds, bootstrap, threshold rule).
+            init_state, init_key = chosen["state_dict"], f"binary-variant/{binary_entry.metrics['variant_entry']}"
             if config.resolution != data.resolution:
                 data = _load_like(config, cache)
 

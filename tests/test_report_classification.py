@@ -304,7 +304,8 @@ def test_multiclass_section_on_the_smoke_entries(smoke_entries):
     assert m.hardest == min(m.class_auc, key=m.class_auc.get) and m.hardest_auc == m.class_auc[m.hardest]
     assert m.worst_recall_value == min(m.recall.values())
     assert set(m.curves) == {"normal", "bacterial", "viral", "bacterial vs viral"}
-    assert m.init_entry == smoke_entries["binary"].path.name  # 1b started from this 1a entry
+    # 1b started from the network of this 1a entry
+    assert m.init_entry == f"binary-variant/{smoke_entries['binary'].metrics['variant_entry']}"
     # The smoke grid compares the start from 1a with scratch, so its effect is told with the grid.
     assert m.init_text and m.grid_effects.endswith(m.init_text)
     assert m.compare_table.shape == (len(c_comparison._INDUCED_METRICS), 3)

@@ -86,7 +86,9 @@ def test_multiclass_starts_from_binary_and_learns(binary_entry, task_phantoms, t
     entry = run_task("multiclass", "smoke", data=str(task_phantoms), cache=str(task_cache),
                      device="cpu", notebook=False)
     metrics = entry.metrics
-    assert entry.params["init_entry"] == binary_entry.path.name
+    # 1b starts from 1a's network, named by its variant entry (the weights 1a's entry holds).
+    assert entry.params["init_entry"] == f"binary-variant/{binary_entry.metrics['variant_entry']}"
+    assert (task_cache / entry.params["init_entry"]).is_dir()
     assert metrics["test_balanced_accuracy"] > 0.5, metrics  # chance is 1/3
     assert metrics["induced_binary_roc_auc"] > 0.8, metrics
     # 1b's reduced grid measures only what 1a's screen could not: the initialisation; it
@@ -270,7 +272,7 @@ def test_task_kernels_get_their_environment_and_an_encrypted_transport(tmp_path,
     assert "without encryption" not in capfd.readouterr().err
 
 
-def test_grid_in_two_workers_fills_the_cache_one_worker_finds(task_phantoms, tmp_path):
+def test_grid_in_two_workers_fills_the_cache_one_worker_finds(task_phantoms, tmp_path, capfd):
     """train_workers trains the grid's variants, then the seed replicas, in worker processes
     into the cache; the key ignores it, so a run in one process finds the entry and every variant."""
     config = BinaryConfig.create("smoke", data=str(task_phantoms), cache=str(tmp_path), device="cpu",
@@ -283,6 +285,18 @@ def test_grid_in_two_workers_fills_the_cache_one_worker_finds(task_phantoms, tmp
     # replica, which a worker trained on the reported model's split: none trained twice.
     assert len(list((tmp_path / "binary-variant").iterdir())) == len(grid) + 1
     assert entry.table("seeds")["seed"].iloc[:2].tolist() == [0, 1]
+    assert "%|" not in capfd.readouterr().err  # the workers' log lines, without interleaved tqdm bars
+
+
+def test_more_1a_seeds_reuse_1b_networks(task_phantoms, tmp_path):
+    """1b's networks are keyed by the 1a network they start from, not by 1a's task entry: more
+    seeds give 1a a new entry with the same network, so 1b trains only its own new seed."""
+    config = MulticlassConfig.create("smoke", data=str(task_phantoms), cache=str(tmp_path), device="cpu",
+                                     num_workers=1, grid="none", epochs=1, bootstrap=20)
+    run_classification(config)
+    before = set((tmp_path / "multiclass-variant").iterdir())
+    run_classification(config.replace(seeds=2))
+    assert len(set((tmp_path / "multiclass-variant").iterdir()) - before) == 1
 
 
 @pytest.mark.parametrize("task_config", [BinaryConfig, MulticlassConfig])

@@ -76,7 +76,7 @@ class AnomalyConfig(TaskConfig):
                       patience=5, batch_size=16, lr=3e-3, bootstrap=200, comparators=False),
         # Task 1's cpu resolution (one decode serves both); two autoencoders at a time, one core
         # each, train ~2x the images/s of one on both cores (batches of 32 small images).
-        "cpu": dict(decode_resolution=64, epochs=15, train_workers=2),
+        "cpu": dict(decode_resolution=64, train_workers=2),
         "gpu": dict(decode_resolution=224, resolution=128, width=32, depth=5, latent=128,
                     grid="full", epochs=100, patience=12, batch_size=64, train_workers=4),
     }

@@ -293,8 +293,10 @@ def _run_epoch(model: nn.Module, x_train: Tensor, batch_loss: Callable, evaluate
     model.train()
     order = _epoch_order(x_train.shape[0], draw_weight, gen, device)
     # Manual updates: iterating a tqdm closes it at the end, before the val metrics.
-    with tqdm(total=steps, desc=f"epoch {epoch}/{epochs}", disable=not progress,
-              dynamic_ncols=True) as bar:
+    # disable is passed only to turn the bar off: an explicit keyword would override tqdm's
+    # TQDM_DISABLE, which pneumo.pool sets in worker processes (several bars would interleave).
+    with tqdm(total=steps, desc=f"epoch {epoch}/{epochs}", dynamic_ncols=True,
+              **({} if progress else {"disable": True})) as bar:
         train, step = _train_epoch(model, x_train, order, batch_loss, optimizer, scaler, gen, bar,
                                    schedule=schedule, step=step, steps=steps, batch_size=batch_size,
                                    augment=augment, layout=layout, progress=progress)
