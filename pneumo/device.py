@@ -112,12 +112,19 @@ def available_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def configure_threads() -> int:
-    """Use every core for intra-op parallelism (torch's default can be lower in containers),
-    or ``$OMP_NUM_THREADS`` of them where set (e.g. when several tasks share the machine)."""
+def thread_budget() -> int:
+    """The CPU threads this process should use: ``$OMP_NUM_THREADS`` where set (e.g. a task
+    kernel sharing the machine with another, :func:`pneumo.report.build.compute_all`), else
+    every core."""
     try:
-        n = max(1, int(os.environ["OMP_NUM_THREADS"]))
+        return max(1, int(os.environ["OMP_NUM_THREADS"]))
     except (KeyError, ValueError):
-        n = available_cores()
+        return available_cores()
+
+
+def configure_threads() -> int:
+    """Use :func:`thread_budget` threads for intra-op parallelism (torch's default can be
+    lower in containers)."""
+    n = thread_budget()
     torch.set_num_threads(n)
     return n

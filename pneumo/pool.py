@@ -5,9 +5,11 @@ so the grids train several at a time: :func:`map_in_workers` runs one function p
 joblib's loky process pool (fresh interpreters, as CUDA does not survive a fork; unlike the
 standard library's spawn, loky does not run the calling script again in each worker, which
 would start the task script anew), hands the jobs round-robin to every visible GPU
-(:func:`pneumo.device.worker_devices`), and shares the CPU cores out among the workers. With
-one worker it is a plain loop in this process, so results never depend on the parallelism:
-what a job writes to the cache is keyed by its settings only, and a rerun finds it.
+(:func:`pneumo.device.worker_devices`), and shares this process's CPU threads
+(:func:`pneumo.device.thread_budget`) out among the workers. With one worker it is a plain
+loop in this process. What a job writes to the cache is keyed by its settings only, never by
+the parallelism, so a rerun finds it however it ran (on the CPU the last digits of a network's
+numbers follow its thread count, the order of float sums).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from joblib.externals.loky import ProcessPoolExecutor
 
-from pneumo.device import available_cores, worker_devices
+from pneumo.device import thread_budget, worker_devices
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +46,8 @@ def map_in_workers(fn: Callable[..., Any], jobs: Sequence[Mapping[str, Any]], *,
     jobs
         Keyword arguments of each call.
     workers
-        Processes at once; 1 (or a single job) runs the calls here, one after another.
+        Processes at once; 1 (or a single job) runs the calls here, one after another. On the
+        CPU at most :func:`~pneumo.device.thread_budget` of them (one thread each at least).
     device
         The task's device setting; ``"auto"``/``"cuda"`` spread the jobs over every visible
         GPU, round-robin by job.
@@ -55,10 +58,14 @@ def map_in_workers(fn: Callable[..., Any], jobs: Sequence[Mapping[str, Any]], *,
         The first failed job's exception, after the jobs already running have finished.
     """
     devices = worker_devices(device)
+    budget = thread_budget()
+    if devices == ["cpu"]:
+        # CPU workers beyond this process's share of the cores would only take turns on them.
+        workers = min(workers, budget)
     if workers <= 1 or len(jobs) <= 1:
         return [fn(**job, device=devices[i % len(devices)]) for i, job in enumerate(jobs)]
     workers = min(workers, len(jobs))
-    threads = max(1, available_cores() // workers)
+    threads = max(1, budget // workers)
     log.info("%d jobs in %d worker processes on %s (%d CPU thread(s) each)", len(jobs), workers,
              ", ".join(dict.fromkeys(devices)), threads)
     # Set before torch loads in the worker: its share of the cores (pneumo.device.configure_threads
