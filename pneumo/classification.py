@@ -175,6 +175,12 @@ def grid_variants(config: ClassifierConfig) -> list[tuple[str, dict[str, Any]]]:
     return variants
 
 
+def variant_kind(task: str) -> str:
+    """The cache folder of a task's trained variants (grid, final and seed networks), e.g.
+    ``"binary-variant"``."""
+    return f"{task}-variant"
+
+
 def _task_name(config: ClassifierConfig) -> str:
     return "binary" if isinstance(config, BinaryConfig) else "multiclass"
 
@@ -243,7 +249,7 @@ def train_variant(
     for unused in ("grid", "grid_epochs", "bootstrap", "comparators", "profile", "selection", "threshold_rule",
                    "seeds"):
         settings.pop(unused, None)
-    entry = cache.lookup(f"{task}-variant", settings, data.fingerprint, task_spec(task).code)
+    entry = cache.lookup(variant_kind(task), settings, data.fingerprint, task_spec(task).code)
     if entry.exists and not config.force:
         return entry
     key = entry.key
@@ -260,7 +266,7 @@ def train_variant(
 
     train_x, train_rows = data.subset("train")
     val_x, val_rows = data.subset("val")
-    with cache.write(f"{task}-variant", key, reuse=not config.force) as out:
+    with cache.write(variant_kind(task), key, reuse=not config.force) as out:
         if out is None:  # trained meanwhile by another process
             return entry
         with out.phase("train"):
@@ -274,7 +280,7 @@ def train_variant(
                 label_smoothing=settings["label_smoothing"], mixup=settings["mixup"], device=device,
                 seed=config.seed,
             )
-        stop_if_interrupted(result, cache.root, f"{task}-variant-{key}", settings)
+        stop_if_interrupted(result, cache.root, f"{variant_kind(task)}-{key}", settings)
         model.load_state_dict(result.best_state)
         with out.phase("validate"):
             val_proba = predict_proba(model, val_x, device=device)
@@ -331,7 +337,7 @@ def run_classification(config: ClassifierConfig, *, compute: bool = True) -> Ent
             config = config.replace(**inherit)
             # Named by 1a's network (its variant entry), not by 1a's task entry, whose key also
             # holds what does not change the network (seeds, bootstrap, threshold rule).
-            init_state, init_key = chosen["state_dict"], f"binary-variant/{binary_entry.metrics['variant_entry']}"
+            init_state, init_key = chosen["state_dict"], f"{variant_kind('binary')}/{binary_entry.metrics['variant_entry']}"
             if config.resolution != data.resolution:
                 data = _load_like(config, cache)
 

@@ -107,12 +107,13 @@ def seed_table(binary: ReportEntry, multiclass: ReportEntry) -> pd.DataFrame | N
     """
     entries = {task: entry for task, entry in (("binary", binary), ("multiclass", multiclass))
                if entry.has_table("seeds")}
+    reported = {task: entry.table("seeds").iloc[0] for task, entry in entries.items()}  # the first member
     rows = []
     for task, column, label in SEED_ROWS:
         if task not in entries:
             continue
         m = entries[task].metrics
-        rows.append({"Figure": label, "Reported model": entries[task].table("seeds")[column].iloc[0],
+        rows.append({"Figure": label, "Reported model": reported[task][column],
                      "Mean over seeds": m[f"seeds_{column}_mean"], "SD": m[f"seeds_{column}_sd"],
                      "Lowest": m[f"seeds_{column}_min"], "Highest": m[f"seeds_{column}_max"],
                      "Seed ensemble": m[f"ensemble_{column}"]})
