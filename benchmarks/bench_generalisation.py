@@ -3,14 +3,15 @@
     python benchmarks/bench_generalisation.py --profile cpu --seeds 3 --cache /tmp/gen
 
 Computes (or reads from the cache) Task 1a and 1b with ``--seeds`` seeds, prints each task's
-seed table (every replica's test figures, their spread and the seed ensemble's), then compares,
+seed table (every seed network's test figures, their spread and the seed ensemble's), then compares,
 for Task 1a's chosen variant, predictors that differ in one respect:
 
-- the reported model, as the pipeline scores it;
+- the first seed's network alone (the pipeline's classifier with ``seeds`` = 1);
 - trained again with mixup (α = ``--mixup``) or label smoothing (``--label-smoothing``), each a
   variant entry of the cache at the final epoch budget;
-- the reported model with test-time augmentation (``--tta`` jittered views of every film);
-- the seed ensemble (the mean of the seeds' probabilities), with and without TTA.
+- that network with test-time augmentation (``--tta`` jittered views of every film);
+- the seed ensemble (the mean of the seeds' probabilities, the pipeline's classifier with
+  several seeds), with and without TTA.
 
 Each is judged on *validation* under the shift benchmark (:mod:`pneumo.shift`): ROC AUC as
 stored, mean and worst over the shifts, and the balanced accuracy and specificity of its own
@@ -84,12 +85,12 @@ def main() -> None:
     data = load_dataset(config.data, resolution=changes.get("resolution", config.resolution),
                         val_fraction=config.val_fraction, seed=config.seed, cache_dir=cache.root,
                         num_workers=config.num_workers)
-    reported, _ = load_classifier(binary, device)
+    first, _ = load_classifier(binary, device)  # the saved network: the first seed's
 
     def scorer(model, tta=0):
         return lambda x: predict_proba(model, x, device=device, tta=tta, seed=config.seed)[:, 1]
 
-    members = [reported] + [
+    members = [first] + [
         load_classifier(train_variant(config.replace(seed=config.seed + i), data, changes=changes,
                                       epochs=config.epochs, cache=cache), device)[0]
         for i in range(1, config.seeds)]
@@ -97,8 +98,8 @@ def main() -> None:
     def ensemble(tta=0):
         return lambda x: np.mean([scorer(m, tta)(x) for m in members], axis=0)
 
-    rows = [judge("reported model", scorer(reported), data, config),
-            judge(f"reported model, TTA +{args.tta} views", scorer(reported, args.tta), data, config)]
+    rows = [judge("first seed", scorer(first), data, config),
+            judge(f"first seed, TTA +{args.tta} views", scorer(first, args.tta), data, config)]
     if len(members) > 1:
         rows += [judge(f"seed ensemble of {len(members)}", ensemble(), data, config),
                  judge(f"seed ensemble of {len(members)}, TTA", ensemble(args.tta), data, config)]

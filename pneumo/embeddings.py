@@ -470,7 +470,7 @@ def _head_metrics(networks: dict[str, Entry]) -> pd.DataFrame:
     """The Task 1 networks' own test metrics (their classifier heads), for the side-by-side table."""
     frames = []
     for name, question in (("binary", "binary"), ("multiclass", "multiclass")):
-        frame = networks[name].table("test_metrics")
+        frame = networks[name].table("network_test_metrics")  # the network whose embedding this is
         frame.insert(0, "question", question)
         frame.insert(0, "representation", "head_1a" if name == "binary" else "head_1b")
         frames.append(frame)

@@ -100,7 +100,7 @@ def explain_network(name: str, model: torch.nn.Module, entry: Entry, dataset: Xr
     model
         The network, in eval mode on ``device`` (a VGG-style network).
     entry
-        Its Task 1 entry (for the ``predictions`` table).
+        Its Task 1 entry (for the network's own ``network_predictions`` table).
     dataset
         The data set it was computed on.
     chosen
@@ -120,7 +120,7 @@ def explain_network(name: str, model: torch.nn.Module, entry: Entry, dataset: Xr
         (``randomisation``) and perturbation curves (``perturbation``).
     """
     with phase(f"{name}_attributions"):
-        predictions = entry.table("predictions")
+        predictions = entry.table("network_predictions")  # the explained network's own
         attributions = _attributions(name, model, predictions, dataset, chosen, config, device)
     with phase(f"{name}_lungs"):
         template = LungTemplate(quantile=config.lung_quantile).fit(attributions.train_x)

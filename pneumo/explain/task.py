@@ -146,7 +146,7 @@ def run_explain(config: ExplainConfig, *, compute: bool = True) -> Entry:
 
     device = pick_device(config.device)
     seed_everything(config.seed)
-    chosen = choose_images(entries["multiclass"].table("predictions"), config.per_group, seed=config.seed)
+    chosen = choose_images(entries["multiclass"].table("network_predictions"), config.per_group, seed=config.seed)
     log.info("explain: %d test images chosen", len(chosen))
     with cache.write("explain", key, reuse=not config.force) as out:
         if out is None:  # computed meanwhile by another process

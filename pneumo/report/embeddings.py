@@ -265,8 +265,8 @@ def _maps(embeddings: ReportEntry, binary: ReportEntry, multiclass: ReportEntry,
     images = embeddings.table("images")
     knn_pred = embeddings.table("knn_predictions")
     pixel_pred = _pair_rows(knn_pred, _PIXELS, "multiclass")
-    correct = {_network("binary"): _correctness(binary.table("predictions"), images),
-               _network("multiclass"): _correctness(multiclass.table("predictions"), images),
+    correct = {_network("binary"): _correctness(binary.table("network_predictions"), images),
+               _network("multiclass"): _correctness(multiclass.table("network_predictions"), images),
                _PIXELS: _correctness(pixel_pred, images)}
     return {
         "maps": {name: arrays[f"tsne_{name}"] for name in REPRESENTATIONS},

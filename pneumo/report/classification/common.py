@@ -15,6 +15,7 @@ import pandas as pd
 from pneumo.report.entries import ReportEntry, final_variant, images_for, platform_text, task_dataset, where
 from pneumo.report.provenance import entry_provenance
 from pneumo.report.tables import architecture_summary, data_counts
+from pneumo.report.text import duration
 
 __all__: list[str] = []
 
@@ -79,7 +80,20 @@ def _shared_entry(entry: ReportEntry, r: Mapping[str, Any]) -> dict[str, Any]:
         "test_patients": int(metrics["test_patients"]),
         "synthetic": bool(metrics["data_synthetic"]),
         "official_test": entry_provenance(entry).official,
+        "classifier_text": classifier_text(metrics),
     }
+
+
+def classifier_text(metrics: Mapping[str, Any]) -> str:
+    """Which classifier the test figures describe: the final network, or the seed ensemble."""
+    members = int(metrics.get("ensemble_members", 1))
+    if members == 1:
+        return "The classifier scored here is the final network above."
+    return (f"The classifier scored here is the seed ensemble: the mean of the probabilities of {members} networks "
+            "of the chosen design, each trained with its own seed "
+            f"({duration(float(metrics['train_seconds_all_seeds']))} of training together), because it held up "
+            "best on the shifted validation films (@sec-generalisation). The architecture and learning curves "
+            "above are those of its first network, which the later tasks study.")
 
 
 def _error_gallery(entry: ReportEntry, errors: pd.DataFrame, probability_label: str) -> dict[str, Any]:
