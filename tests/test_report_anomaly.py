@@ -186,6 +186,24 @@ def test_choosing_under_shift_ranks_and_tells_what_it_changed():
                                    "Normals kept, best plain"]
     assert list(table["ROC AUC, chosen"]) == [0.8, 0.75] and list(table["Shift"]) == ["none", "darker (gamma 1.5)"]
     assert list(shift_comparison_table(shifts, same).columns) == ["Shift", "ROC AUC, chosen", "Normals kept, chosen"]
+    with_normals = shift_comparison_table(shifts.assign(normals_roc_auc=0.6), same)
+    assert list(with_normals.columns) == ["Shift", "ROC AUC, chosen", "ROC AUC, normals shifted, chosen",
+                                          "Normals kept, chosen"]
+
+
+def test_choosing_with_the_normals_shifted_names_both_figures():
+    variants = _under_shift(pairs([("baseline", "mse", 0.9), ("masked", "features", 0.8)]), [0.8, 0.75])
+    variants = variants.assign(val_shift_normals_roc_auc_mean=[0.5, 0.7], val_shift_normals_roc_auc_worst=[0.3, 0.6],
+                               val_shift_normals_worst=["zoom in (x1.15)", "darker (gamma 1.5)"])
+    alt = _alternatives(variants, "normals")
+    assert list(alt["variant"]) == ["masked", "baseline"]  # by the normals-shifted mean, not the every-film one
+    assert "0.200 behind on the mean ROC AUC with the normal films shifted" in choice_sentence(alt, 0.01, "normals")
+    text = selection_sentence(alt, "normals")
+    assert "; with only the normal films shifted, 0.700 on average and 0.600 on the worst shift (darker (gamma 1.5))." in text
+    assert text.endswith("falls to 0.500 on average with the normal films shifted and to 0.300 on its worst "
+                         "(zoom in (x1.15)).")
+    assert list(best_score_per_autoencoder(alt).columns[3:5]) == ["Mean ROC AUC under shift",
+                                                                  "Mean ROC AUC, normals shifted"]
 
 
 def test_family_sentence(alt):

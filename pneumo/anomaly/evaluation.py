@@ -36,7 +36,8 @@ def rank_on_validation(variant_rows: list[dict], val_columns: dict[str, np.ndarr
         :func:`~pneumo.anomaly.robustness.shift_summary` of the pairs, or None.
     selection
         A key of :data:`~pneumo.anomaly.config.SELECTION_CRITERIA`: ``"plain"`` ranks by
-        validation ROC AUC, ``"shift"`` by its mean over the shifted copies of validation.
+        validation ROC AUC, ``"shift"`` by its mean over the shifted copies of validation,
+        ``"normals"`` by its mean when only the normal films are shifted.
 
     Returns
     -------

@@ -6,7 +6,9 @@ of :mod:`pneumo.shift` measures that on validation, without any outside data: ea
 every shifted copy of the validation images (:func:`shifted_images`), and
 :func:`shift_table` gives, per shift, its ROC AUC of normal against pneumonia and its
 specificity and sensitivity at the pair's own threshold, set on the *unshifted* validation
-normals as the task sets it. :func:`shift_summary` condenses that to the mean and worst shift
+normals as the task sets it, and its ROC AUC when only the normal films are shifted (the
+pneumonia films as they are), which is what a new machine's normal films do to a detector
+trained on the pool's. :func:`shift_summary` condenses that to the mean and worst shift
 per pair, which :func:`~pneumo.anomaly.evaluation.rank_on_validation` can choose by.
 """
 
@@ -50,25 +52,32 @@ def shift_table(pairs: list[tuple[str, str]], shifted_columns: dict[str, dict[st
     Returns
     -------
     pandas.DataFrame
-        One row per (pair, shift): ``variant``, ``score``, ``shift``, ``group``, ``roc_auc``,
-        and ``specificity`` (the share of normal films not flagged) and ``sensitivity`` at the
+        One row per (pair, shift): ``variant``, ``score``, ``shift``, ``group``, ``roc_auc``
+        (every film shifted), ``normals_roc_auc`` (only the normal films shifted, against the
+        pneumonia films as they are: a new machine's normals among the pool's pneumonia), and
+        ``specificity`` (the share of normal films not flagged) and ``sensitivity`` at the
         pair's threshold.
     """
     y = val_rows["binary"].to_numpy()
     normal = (val_rows["label"] == "normal").to_numpy()
+    # Only the normals shifted: the (n_sick + n_normal,) labels of [clean pneumonia, shifted normals].
+    y_normals_shifted = np.r_[np.ones(int((y == 1).sum())), np.zeros(int(normal.sum()))]
     groups = {shift.name: shift.group for shift in SHIFTS}
     rows = []
     for variant, score in pairs:
         column = variant_column(variant, score)
         if column not in shifted_columns["none"]:
             continue
-        threshold = threshold_from_normals(shifted_columns["none"][column][normal], quantile)
+        clean = shifted_columns["none"][column]
+        threshold = threshold_from_normals(clean[normal], quantile)
         for shift, columns in shifted_columns.items():
             m = binary_metrics(y, columns[column], threshold=threshold)
+            normals_shifted = binary_metrics(y_normals_shifted, np.r_[clean[y == 1], columns[column][normal]])
             rows.append({"variant": variant, "score": score, "shift": shift, "group": groups[shift],
-                         **{k: float(m[k]) for k in ("roc_auc", "specificity", "sensitivity")}})
-    return pd.DataFrame(rows, columns=["variant", "score", "shift", "group", "roc_auc", "specificity",
-                                       "sensitivity"])
+                         "roc_auc": float(m["roc_auc"]), "normals_roc_auc": float(normals_shifted["roc_auc"]),
+                         **{k: float(m[k]) for k in ("specificity", "sensitivity")}})
+    return pd.DataFrame(rows, columns=["variant", "score", "shift", "group", "roc_auc", "normals_roc_auc",
+                                       "specificity", "sensitivity"])
 
 
 def shift_summary(table: pd.DataFrame) -> pd.DataFrame:
@@ -79,15 +88,22 @@ def shift_summary(table: pd.DataFrame) -> pd.DataFrame:
     pandas.DataFrame
         One row per pair: ``variant``, ``score``, ``val_shift_roc_auc_mean``,
         ``val_shift_roc_auc_worst``, ``val_shift_worst`` (the shift with the lowest ROC AUC),
-        ``val_shift_specificity_mean`` and ``val_shift_specificity_worst`` (normal films kept
-        under the threshold of the unshifted validation normals).
+        the same three for ``normals_roc_auc`` (``val_shift_normals_roc_auc_mean``,
+        ``..._worst``, ``val_shift_normals_worst``), ``val_shift_specificity_mean`` and
+        ``val_shift_specificity_worst`` (normal films kept under the threshold of the unshifted
+        validation normals).
     """
     rows = []
     for (variant, score), pair in table.groupby(["variant", "score"], sort=False):
         auc, spec = robustness_summary(pair, "roc_auc"), robustness_summary(pair, "specificity")
+        normals = robustness_summary(pair, "normals_roc_auc")
         rows.append({"variant": variant, "score": score, "val_shift_roc_auc_mean": auc["mean"],
                      "val_shift_roc_auc_worst": auc["worst"], "val_shift_worst": auc["worst_shift"],
+                     "val_shift_normals_roc_auc_mean": normals["mean"],
+                     "val_shift_normals_roc_auc_worst": normals["worst"],
+                     "val_shift_normals_worst": normals["worst_shift"],
                      "val_shift_specificity_mean": spec["mean"], "val_shift_specificity_worst": spec["worst"]})
     return pd.DataFrame(rows, columns=["variant", "score", "val_shift_roc_auc_mean", "val_shift_roc_auc_worst",
-                                       "val_shift_worst", "val_shift_specificity_mean",
-                                       "val_shift_specificity_worst"])
+                                       "val_shift_worst", "val_shift_normals_roc_auc_mean",
+                                       "val_shift_normals_roc_auc_worst", "val_shift_normals_worst",
+                                       "val_shift_specificity_mean", "val_shift_specificity_worst"])

@@ -16,8 +16,9 @@ The story of :func:`run_anomaly`:
    (exposure, sharpness, framing, a black border), so that a pair whose normal films turn
    into anomalies on another machine shows it (:mod:`~pneumo.anomaly.robustness`);
 5. choose the (variant, score) pair on *validation*: by its mean ROC AUC of normal vs pneumonia
-   over the shifted copies (``selection="shift"``, the default) or by its plain ROC AUC, and
-   its threshold as a high percentile of the *validation normals'* scores;
+   when only the normal films are shifted (``selection="normals"``, the default), when every
+   film is (``"shift"``), or by its plain ROC AUC, and its threshold as a high percentile of
+   the *validation normals'* scores;
 6. touch *test* once with that choice: ROC AUC, PR AUC, sensitivity and specificity, with
    patient-bootstrap CIs, against all pneumonia and separately against bacterial and viral;
 7. publish everything as one cache entry.

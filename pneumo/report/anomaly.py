@@ -74,10 +74,16 @@ CORRUPTION_NAMES = {"none": "none", "noise": "Gaussian noise", "mask": "masked c
 
 _TEST_AUC_COLUMN = "Test ROC AUC [95% CI] (not used to choose)"
 _SHIFT_AUC_COLUMN = "Mean ROC AUC under shift"
+_NORMALS_AUC_COLUMN = "Mean ROC AUC, normals shifted"
 
 #: How the prose names each selection criterion (``AnomalyConfig.selection``).
-SELECTION_NAMES = {"shift": "its mean validation ROC AUC over the shifted copies of the validation films",
+SELECTION_NAMES = {"normals": "its mean validation ROC AUC when only the normal films are shifted (each shifted "
+                             "copy of the normal validation films against the pneumonia films as they are)",
+                   "shift": "its mean validation ROC AUC over the shifted copies of the validation films",
                    "plain": "its validation ROC AUC"}
+#: How a sentence names the figure each criterion ranks by.
+_CRITERION_PHRASES = {"normals": "the mean ROC AUC with the normal films shifted",
+                      "shift": "the mean ROC AUC under shift", "plain": ""}
 
 
 # -- names -----------------------------------------------------------------------------------------
@@ -222,10 +228,10 @@ def _alternatives(variants: pd.DataFrame, selection: str) -> pd.DataFrame:
 
 
 def _shift_column(alt: pd.DataFrame) -> dict[str, np.ndarray]:
-    """The mean-under-shift column of a table, when the entry measured it."""
-    if "val_shift_roc_auc_mean" not in alt:
-        return {}
-    return {_SHIFT_AUC_COLUMN: alt["val_shift_roc_auc_mean"].astype(float).to_numpy()}
+    """The mean-under-shift columns of a table (every film shifted; only the normals), when
+    the entry measured them."""
+    columns = {_SHIFT_AUC_COLUMN: "val_shift_roc_auc_mean", _NORMALS_AUC_COLUMN: "val_shift_normals_roc_auc_mean"}
+    return {name: alt[column].astype(float).to_numpy() for name, column in columns.items() if column in alt}
 
 
 def alternatives_table(alt: pd.DataFrame) -> pd.DataFrame:
@@ -284,31 +290,40 @@ def choice_sentence(alt: pd.DataFrame, se: float, selection: str) -> str:
     gap = float(first[criterion] - second[criterion])
     verdict = ("within the rough standard error of a validation AUC of this size, so the choice between the two "
                "is close to a coin toss." if gap <= se else "more than that standard error.")
-    measure = "on the mean ROC AUC under shift" if selection == "shift" else ""
+    measure = _CRITERION_PHRASES[selection]
     return (f"The runner-up, {second['variant']} with the {score_name(second['score'])} score, is {num(gap)} "
-            f"behind{' ' + measure if measure else ''}, {verdict}")
+            f"behind{' on ' + measure if measure else ''}, {verdict}")
 
 
 def selection_sentence(alt: pd.DataFrame, selection: str) -> str:
     """What choosing under shift changed: the pair plain validation ROC AUC would have chosen."""
-    if selection != "shift" or "val_shift_roc_auc_mean" not in alt:
+    criterion = SELECTION_CRITERIA[selection]
+    if selection == "plain" or criterion not in alt:
         return "The shift benchmark was not part of this run's choice."
     chosen = alt.iloc[0]
     plain = alt.sort_values(["val_roc_auc", "val_pr_auc"], ascending=False, kind="mergesort").iloc[0]
     head = (f"The chosen pair keeps a mean ROC AUC of {num(chosen['val_shift_roc_auc_mean'])} over the shifted "
-            f"films and {num(chosen['val_shift_roc_auc_worst'])} on its worst shift ({chosen['val_shift_worst']}). ")
+            f"films and {num(chosen['val_shift_roc_auc_worst'])} on its worst shift ({chosen['val_shift_worst']})")
+    if selection == "normals":
+        head += (f"; with only the normal films shifted, {num(chosen['val_shift_normals_roc_auc_mean'])} on average "
+                 f"and {num(chosen['val_shift_normals_roc_auc_worst'])} on the worst shift "
+                 f"({chosen['val_shift_normals_worst']})")
+    head += ". "
     if (plain["variant"], plain["score"]) == (chosen["variant"], chosen["score"]):
         return head + "Plain validation ROC AUC would have chosen the same pair."
+    worst, worst_shift = (("val_shift_normals_roc_auc_worst", "val_shift_normals_worst") if selection == "normals"
+                          else ("val_shift_roc_auc_worst", "val_shift_worst"))
+    how = "with the normal films shifted" if selection == "normals" else "under shift"
     return head + (f"Plain validation ROC AUC would have chosen {plain['variant']} with the "
                    f"{score_name(plain['score'])} score ({num(plain['val_roc_auc'])} against "
-                   f"{num(chosen['val_roc_auc'])}), which falls to {num(plain['val_shift_roc_auc_mean'])} on average "
-                   f"under shift and to {num(plain['val_shift_roc_auc_worst'])} on its worst "
-                   f"({plain['val_shift_worst']}).")
+                   f"{num(chosen['val_roc_auc'])}), which falls to {num(plain[criterion])} on average "
+                   f"{how} and to {num(plain[worst])} on its worst ({plain[worst_shift]}).")
 
 
 def shift_comparison_table(shifts: pd.DataFrame, alt: pd.DataFrame) -> pd.DataFrame:
-    """Per shift: ROC AUC and the share of normal films kept under the threshold, for the chosen
-    pair and, when it differs, the pair plain validation ROC AUC would have chosen."""
+    """Per shift: ROC AUC (every film shifted, and only the normals), and the share of normal
+    films kept under the threshold, for the chosen pair and, when it differs, the pair plain
+    validation ROC AUC would have chosen."""
     plain = alt.sort_values(["val_roc_auc", "val_pr_auc"], ascending=False, kind="mergesort").iloc[0]
     pairs = {"chosen": alt.iloc[0]}
     if (plain["variant"], plain["score"]) != (alt.iloc[0]["variant"], alt.iloc[0]["score"]):
@@ -317,6 +332,8 @@ def shift_comparison_table(shifts: pd.DataFrame, alt: pd.DataFrame) -> pd.DataFr
     for label, pair in pairs.items():
         rows = shifts[(shifts["variant"] == pair["variant"]) & (shifts["score"] == pair["score"])].set_index("shift")
         table[f"ROC AUC, {label}"] = rows["roc_auc"].reindex(table["Shift"]).to_numpy()
+        if "normals_roc_auc" in rows:
+            table[f"ROC AUC, normals shifted, {label}"] = rows["normals_roc_auc"].reindex(table["Shift"]).to_numpy()
         table[f"Normals kept, {label}"] = rows["specificity"].reindex(table["Shift"]).to_numpy()
     return table
 
