@@ -20,6 +20,7 @@ Every trained variant is its own cache entry, so an interrupted grid resumes whe
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 from functools import partial
 from typing import Any, Optional
@@ -361,7 +362,7 @@ def run_classification(config: ClassifierConfig, *, compute: bool = True) -> Ent
         final_data = data if changes.get("resolution", config.resolution) == data.resolution \
             else _load_like(config.replace(resolution=changes["resolution"]), cache)
         with out.phase("final_training"):
-            # With several workers the seed replicas train beside the reported model.
+            # With several workers the seed networks train side by side.
             _train_in_workers(config, [(changes, config.seed + i) for i in range(config.seeds)], config.epochs,
                               init_state, init_key)
             # Seed config.seed + i trains the i-th network; the data split always keeps config.seed.
@@ -588,13 +589,20 @@ def _evaluate(config: ClassifierConfig, members: list[Entry], data: XrayDataset,
     device = pick_device(config.device)
     networks = [load_classifier(member, device)[0] for member in members]
 
-    def predictor(models):
-        def predict(images: np.ndarray) -> np.ndarray:  # (N, H, W) uint8 -> (N, classes)
-            return np.mean([predict_proba(m, images, device=device) for m in models], axis=0)
-        return predict
+    # Each network scores each (shifted) image set once; the ensemble reuses the members' scores.
+    memo: dict[tuple[int, bytes], np.ndarray] = {}
 
-    scored = [_score(config, predictor([network]), data) for network in networks]
-    reported = scored[0] if len(networks) == 1 else _score(config, predictor(networks), data)
+    def network_proba(i: int, images: np.ndarray) -> np.ndarray:  # (N, H, W) uint8 -> (N, classes)
+        key = (i, hashlib.blake2b(np.ascontiguousarray(images).data, digest_size=16).digest())
+        if key not in memo:
+            memo[key] = predict_proba(networks[i], images, device=device)
+        return memo[key]
+
+    def predictor(members: list[int]):
+        return lambda images: np.mean([network_proba(i, images) for i in members], axis=0)
+
+    scored = [_score(config, predictor([i]), data) for i in range(len(networks))]
+    reported = scored[0] if len(networks) == 1 else _score(config, predictor(list(range(len(networks)))), data)
     for name, table in reported.tables.items():
         out.table(name, table)
     out.table("predictions", reported.predictions)

@@ -97,6 +97,12 @@ def autocast(device: torch.device, enabled: bool = True):
     return contextlib.nullcontext()
 
 
+#: Images per forward pass when a network only scores (no gradients). On CPU, 64 images keep a
+#: 64-pixel network's activations in cache: measured on 2 cores, the 1a network scores ~1100
+#: images/s in batches of 64 against ~400 in batches of 256, an autoencoder ~1000 against ~400.
+INFERENCE_BATCH = 64
+
+
 def memory_format(device: torch.device) -> torch.memory_format:
     """The memory format networks and image batches use on ``device``.
 

@@ -300,14 +300,33 @@ def test_more_1a_seeds_reuse_1b_networks(task_phantoms, tmp_path):
 
 
 @pytest.mark.parametrize("task_config", [BinaryConfig, MulticlassConfig])
-def test_seeds_train_the_chosen_variant_again_and_report_their_ensemble(task_config, task_phantoms, tmp_path):
+def test_seeds_train_the_chosen_variant_again_and_report_their_ensemble(task_config, task_phantoms, tmp_path,
+                                                                       monkeypatch):
     """seeds=2: a second network of the chosen variant (its own variant entry, the same split);
     the task reports the ensemble of both, and keeps the first network's own figures for the
     tasks that study that network."""
+    import pneumo.classification as classification
+
     extra = {"init": "scratch"} if task_config is MulticlassConfig else {}
     config = task_config.create("smoke", data=str(task_phantoms), cache=str(tmp_path), device="cpu", num_workers=1,
                                 grid="none", epochs=2, bootstrap=20, seeds=2, **extra)
+    scored, evaluating = [], []  # (network, images) pairs scored while the task scores its networks
+    real_predict, real_evaluate = classification.predict_proba, classification._evaluate
+
+    def predict_once(model, images, **kwargs):
+        if evaluating:
+            scored.append((id(model), np.asarray(images).tobytes()))
+        return real_predict(model, images, **kwargs)
+
+    def evaluate(*args, **kwargs):
+        evaluating.append(True)
+        return real_evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(classification, "predict_proba", predict_once)
+    monkeypatch.setattr(classification, "_evaluate", evaluate)
     entry = run_classification(config)
+    # Scoring the ensemble reuses its members' probabilities: no network scores the same films twice.
+    assert len(scored) == len(set(scored)) and len({network for network, _ in scored}) == 2
     seeds, metrics = entry.table("seeds"), entry.metrics
     assert list(seeds["member"]) == ["seed 0", "seed 1", "ensemble of 2 (reported)"]
     assert seeds["seed"].iloc[:2].tolist() == [0, 1] and np.isnan(seeds["seed"].iloc[2])

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from pneumo.anomaly.config import RECONSTRUCTION_SCORES
-from pneumo.device import memory_format
+from pneumo.device import INFERENCE_BATCH, memory_format
 from pneumo.imaging import gaussian_blur, to_model_input
 from pneumo.models import ConvAutoencoder
 
@@ -71,7 +71,7 @@ def reconstruction_scores(x: Tensor, out: Tensor, *, blur_sigma: float, margin: 
 
 @torch.no_grad()
 def encode_and_score(model: ConvAutoencoder, images: np.ndarray, *, device: torch.device,
-                     batch_size: int = 256) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+                     batch_size: int = INFERENCE_BATCH) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
     """Latent codes, pooled encoder features and reconstruction scores of uint8 (N, H, W) images.
 
     Parameters

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pneumo.anomaly.data import corrupt
-from pneumo.device import autocast, memory_format
+from pneumo.device import INFERENCE_BATCH, autocast, memory_format
 from pneumo.imaging import to_model_input
 from pneumo.models import ConvAutoencoder
 from pneumo.training import TrainResult, fit
@@ -76,7 +76,8 @@ def train_autoencoder(
 
 
 @torch.no_grad()
-def _reconstruction_loss(model: nn.Module, x_uint8: Tensor, device: torch.device, batch_size: int = 256) -> float:
+def _reconstruction_loss(model: nn.Module, x_uint8: Tensor, device: torch.device,
+                         batch_size: int = INFERENCE_BATCH) -> float:
     """Mean squared reconstruction error over (N, 1, H, W) uint8 images, in eval mode."""
     model.eval()
     total = 0.0

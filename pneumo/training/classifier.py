@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pneumo.device import autocast, memory_format
+from pneumo.device import INFERENCE_BATCH, autocast, memory_format
 from pneumo.imaging import as_uint8_tensor
 from pneumo.metrics import multiclass_metrics
 from pneumo.training.augment import NO_JITTER
@@ -50,7 +50,7 @@ def _class_weights(counts: Tensor) -> Tensor:
 
 
 def _evaluate(model: nn.Module, x_val: Tensor, y_val: Tensor, device: torch.device,
-              batch_size: int = 256) -> dict[str, float]:
+              batch_size: int = INFERENCE_BATCH) -> dict[str, float]:
     """Validation loss (plain cross-entropy) and metrics, in eval mode."""
     model.eval()
     logits = _logits(model, x_val, batch_size, device)  # (N_val, C)
