@@ -83,6 +83,7 @@ def test_seed_table_spreads_each_figure_and_the_paragraph_cites_it():
     # Why the ensemble is reported: its worst shifted balanced accuracy against the networks' range.
     assert "balanced accuracy is 0.970 for Task 1a, where the single networks range from 0.910 to 0.950" in block
     # The threshold moves most, but a cut is no figure of merit: the widest range is specificity's.
+    assert "Task 1b trained one seed within the `cpu` profile's time budget; the `gpu` profile trains three." in block
     assert "(3 seeds of Task 1a; 1 seed of Task 1b;" in block and '"Task 1a, test specificity at its threshold", 0.800 to 0.880' in block
     assert block.rstrip().endswith("{#tbl-seeds}") and "@tbl-seeds" in block
     one = seed_block(_SeedEntry(), _SeedEntry(), None)

@@ -127,6 +127,9 @@ def test_multiclass_config_shares_settings_with_binary():
     binary = binary_config_for(config)
     assert (binary.width, binary.seed) == (12, 4)
     assert binary.epochs == BinaryConfig.create("smoke").epochs  # 1a keeps its own budget
+    # At `cpu` 1b trains one seed and 1a three: 1b reads the very 1a entry the report shows.
+    cpu = MulticlassConfig.create("cpu")
+    assert cpu.seeds == 1 and binary_config_for(cpu) == BinaryConfig.create("cpu") and BinaryConfig.create("cpu").seeds == 3
 
 
 def test_ctrl_c_keeps_weights_but_writes_no_entry(task_phantoms, tmp_path, monkeypatch):

@@ -141,15 +141,19 @@ def seed_paragraph(binary: ReportEntry, multiclass: ReportEntry, table: pd.DataF
                   if label in rows.index]
     text = ("Task 1's chosen configurations were trained with several seeds (" +
             "; ".join(plural(n, "seed") + f" of {task}" for task, n in counts.items()) +
-            "; the data split and every setting fixed). The classifier each task section reports is their "
-            "seed ensemble, which averages the networks' probabilities and chooses its own threshold by the "
-            "same rule: ")
+            "; the data split and every setting fixed). Where a task trained several, the classifier its "
+            "section reports is their seed ensemble, which averages the networks' probabilities and chooses its "
+            "own threshold by the same rule: ")
     text += "; ".join(f"on the worst of the shifted validation copies its balanced accuracy is "
                       f"{num(r['Seed ensemble (reported)'])} for {task}, where the single networks range from "
                       f"{num(r['Lowest'])} to {num(r['Highest'])}" for task, r in robustness)
     text += (". Averaging smooths each network's idiosyncratic reading of a film, which is what a shift "
              "exposes; validation as it is, saturated, cannot show it. Tasks 1b, 2 and 4 build on the "
              "first seed's network, the one shown in the architecture and learning-curve figures.")
+    single = [task for task, n in counts.items() if n == 1]
+    if single:
+        text += (f" {' and '.join(single)} trained one seed within the "
+                 f"`{binary.params.get('profile', 'cpu')}` profile's time budget; the `gpu` profile trains three.")
     figures = table[~table["Figure"].isin([THRESHOLD_ROW, *ROBUSTNESS_ROWS.values()])]  # figures of merit on test
     first, widest = figures.iloc[0], figures.loc[(figures["Highest"] - figures["Lowest"]).idxmax()]
     text += (f" Over the seeds, \"{first['Figure']}\" ranges from {num(first['Lowest'])} to "
