@@ -133,9 +133,9 @@ def seed_paragraph(binary: ReportEntry, multiclass: ReportEntry, table: pd.DataF
     if table is None:
         return ("Every network of this run was trained with one seed (`seeds` = 1, the budget of the "
                 f"`{binary.params.get('profile', 'cpu')}` profile), so its figures carry the spread of one draw of "
-                "initialisation and batch order, which the confidence intervals do not include; the `cpu` and "
-                "`gpu` profiles train three seeds of each Task 1 network, report the ensemble of the three, and "
-                "give their spread here.")
+                "initialisation and batch order, which the confidence intervals do not include; the `cpu` "
+                "profile trains three seeds of Task 1a and the `gpu` profile three of each Task 1 network, "
+                "report the ensemble of the three, and give their spread here.")
     rows = table.set_index("Figure")
     robustness = [(task, rows.loc[label]) for task, label in zip(("Task 1a", "Task 1b"), ROBUSTNESS_ROWS.values())
                   if label in rows.index]
